@@ -1,0 +1,82 @@
+"""The client-rule interface: pure torch.func functions of a flat parameter vector.
+
+A client rule turns (w, the client's minibatches) into the update it sends. It is written for ONE
+client; the executor vmaps it over many. So a rule must be vmappable: no ``.item()``, no data-
+dependent Python control flow, no in-place ops on inputs. Randomness never happens inside a rule:
+the executor draws all minibatches up front from the client's own stream (see ``Batches``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal, Protocol
+
+from torch import Tensor
+
+from asyncfl.models.base import LossFn
+
+Family = Literal["maml", "moreau", "none"]
+ServerRule = Literal["delta", "mixing", "none"]
+
+
+@dataclass(frozen=True)
+class Batches:
+    """One client's minibatches for one task: S local steps, D draws per step, B samples each.
+
+    x: [S, D, B, *features]; y: [S, D, B]; m: [S, D, B] per-sample weights (0 = padding, used when
+    a client has fewer than B samples or for full-batch steps)."""
+
+    x: Tensor
+    y: Tensor
+    m: Tensor
+
+    def draw(self, step: int, d: int) -> tuple[Tensor, Tensor, Tensor]:
+        return self.x[step, d], self.y[step, d], self.m[step, d]
+
+
+class ClientRule(Protocol):
+    """What the executor and evaluator need from an algorithm.
+
+    ``family``: which personalisation the evaluator applies (maml: adapt_steps SGD steps of step
+    alpha; moreau: theta(w) by the inner solver; none: raw model plus fine-tuning).
+    ``server_rule``: ``delta`` (x += sum c_k delta_k), ``mixing`` (FedAsync: x += sum c_k
+    (x_client_k - x)), ``none`` (local training, no shared model)."""
+
+    name: ClassVar[str]
+    family: ClassVar[Family]
+    server_rule: ClassVar[ServerRule]
+
+    @property
+    def steps(self) -> int:
+        """S: local steps (or local rounds) per task."""
+        ...
+
+    @property
+    def draws_per_step(self) -> int:
+        """D: independent minibatches per local step (Per-FedAvg: 3)."""
+        ...
+
+    @property
+    def batch_size(self) -> int | None:
+        """B, or None for the client's full training set each step."""
+        ...
+
+    def work(self, n_samples: int) -> float:
+        """Per-sample gradient evaluations one task costs a client holding ``n_samples``; the
+        system model turns it into compute seconds (work / speed)."""
+        ...
+
+    def client_update(self, loss: LossFn, w: Tensor, batches: Batches) -> Tensor:
+        """The update the client sends: its model delta (w_local - w), shape [P]."""
+        ...
+
+    def personalize(self, loss: LossFn, w: Tensor, x: Tensor, y: Tensor, m: Tensor, adapt_steps: int) -> Tensor:
+        """The client's personalised model from server model ``w`` and its TRAINING data."""
+        ...
+
+    def objective_grad(self, loss: LossFn, w: Tensor, x: Tensor, y: Tensor, m: Tensor) -> Tensor:
+        """grad F_i(w) of the objective the paper analyses, exact autograd, full training data."""
+        ...
+
+
+__all__ = ["Batches", "ClientRule", "Family", "ServerRule"]

@@ -1,0 +1,312 @@
+"""Load a scenario: safe YAML -> overrides (``--set KEY=VALUE``) -> validation -> :class:`Scenario`.
+
+Every failure a user can cause becomes a :class:`~asyncfl.errors.ScenarioError` whose message is
+one line naming the dotted key and what is allowed there.
+
+Switching a component from the command line (``--set algorithm.name=pfedme``) drops the keys of
+that mapping which only the previous choice takes -- unless they were also given with ``--set``,
+in which case they are the user's intent and are validated (and rejected if unknown).
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from asyncfl.config.schema import Scenario
+from asyncfl.errors import ScenarioError
+
+# Tagged unions: mapping path -> tag key (the discriminator that selects the allowed keys).
+TAGS: dict[str, str] = {
+    "algorithm": "name",
+    "data": "dataset",
+    "model": "name",
+    "data.partition": "name",
+    "server.staleness_weight": "name",
+    "system.availability": "model",
+}
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a scenario file with YAML *safe* loading; the top level must be a mapping."""
+    p = Path(path)
+    if not p.is_file():
+        raise ScenarioError("", f"scenario file not found: {p}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError("", f"cannot read scenario file {p}: {exc}") from None
+    return parse_yaml(text, str(p))
+
+
+def parse_yaml(text: str, source: str = "<string>") -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ScenarioError("", f"malformed YAML in {source}{where}: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ScenarioError("", f"{source}: the top level must be a mapping of keys, got {type(data).__name__}")
+    bad = [k for k in data if not isinstance(k, str)]
+    if bad:
+        raise ScenarioError(str(bad[0]), "keys must be strings")
+    return data
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE parsed as a YAML scalar (``null``, ``1e-3``, ``[1, 2]``, ``true``)."""
+    if "=" not in item:
+        raise ScenarioError(item, "--set needs KEY=VALUE, e.g. --set server.max_staleness=8")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ScenarioError(key or item, "--set needs a dotted key such as server.lr")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise ScenarioError(key, f"cannot parse value {raw!r} as YAML") from None
+    return key, value
+
+
+def _walk_model(path: Sequence[str], data: Mapping[str, Any]) -> type[BaseModel] | None:
+    """The pydantic class that a dotted path's *mapping* validates against, given current data."""
+    cls: type[BaseModel] | None = Scenario
+    here: Any = data
+    prefix: list[str] = []
+    for part in path:
+        if cls is None:
+            return None
+        field = cls.model_fields.get(part)
+        if field is None:
+            return None
+        prefix.append(part)
+        here = here.get(part) if isinstance(here, Mapping) else None
+        cls = _resolve_class(field.annotation, ".".join(prefix), here)
+    return cls
+
+
+def _resolve_class(annotation: Any, path: str, value: Any) -> type[BaseModel] | None:
+    """The BaseModel class an annotation selects for ``value`` (tag-aware for unions)."""
+    candidates = _model_classes(annotation)
+    if not candidates:
+        return None
+    if len(candidates) == 1:
+        return candidates[0]
+    tag = TAGS.get(path)
+    if tag is None:
+        tag = next(iter(candidates[0].model_fields))
+    chosen = value.get(tag) if isinstance(value, Mapping) else value if isinstance(value, str) else None
+    for c in candidates:
+        if chosen is None and c.model_fields[tag].default is not None:
+            if c is _default_class(path):
+                return c
+        if chosen in _literal_values(c.model_fields[tag].annotation):
+            return c
+    return None
+
+
+def _default_class(path: str) -> type[BaseModel] | None:
+    default = Scenario()
+    obj: Any = default
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+    return type(obj) if isinstance(obj, BaseModel) else None
+
+
+def _model_classes(annotation: Any) -> list[type[BaseModel]]:
+    origin = get_origin(annotation)
+    if origin is typing.Annotated:
+        return _model_classes(get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        out: list[type[BaseModel]] = []
+        for a in get_args(annotation):
+            out.extend(_model_classes(a))
+        return out
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return []
+
+
+def _literal_values(annotation: Any) -> tuple[Any, ...]:
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return get_args(annotation)
+    if origin is typing.Annotated:
+        return _literal_values(get_args(annotation)[0])
+    return ()
+
+
+def allowed_keys(path: Sequence[str], data: Mapping[str, Any]) -> list[str] | None:
+    """Keys allowed in the mapping at ``path`` given the data (None if not a mapping)."""
+    cls = _walk_model(path, data)
+    return None if cls is None else sorted(cls.model_fields)
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``--set KEY=VALUE`` items to a raw scenario mapping (a deep copy is returned).
+
+    A key must exist in the schema (for its mapping's current variant); switching a tag drops
+    keys that only the old variant takes, except those also given with ``--set``."""
+    out = _deep_copy(data)
+    pairs = []
+    for item in overrides:
+        key, value = parse_override(item)
+        if key in TAGS and isinstance(value, str):
+            key = f"{key}.{TAGS[key]}"  # --set data.partition=dirichlet re-tags the mapping
+        pairs.append((key, value))
+    cli_keys = {k for k, _ in pairs}
+    for key, value in pairs:
+        parts = key.split(".")
+        parent_path, leaf = parts[:-1], parts[-1]
+        cursor: dict[str, Any] = out
+        for i, part in enumerate(parent_path):
+            nxt = cursor.get(part)
+            if isinstance(nxt, str) and ".".join(parts[: i + 1]) in TAGS:
+                nxt = {TAGS[".".join(parts[: i + 1])]: nxt}
+            if nxt is None:
+                nxt = {}
+            if not isinstance(nxt, dict):
+                raise ScenarioError(".".join(parts[: i + 1]), f"is {type(nxt).__name__}, not a mapping; cannot set {key}")
+            cursor[part] = nxt
+            cursor = nxt
+        cursor[leaf] = value
+        tag_path = ".".join(parent_path)
+        if TAGS.get(tag_path) == leaf:
+            _prune_to_variant(out, tag_path, cli_keys)
+    # Every --set key must name a real key of the final variant.
+    for key, _ in pairs:
+        parts = key.split(".")
+        allowed = allowed_keys(parts[:-1], out)
+        if allowed is None:
+            continue  # the mapping's own tag is invalid or absent: validation names that
+        if parts[-1] not in allowed:
+            raise ScenarioError(key, f"no such key; allowed here: {', '.join(allowed)}")
+    return out
+
+
+def _prune_to_variant(data: dict[str, Any], path: str, cli_keys: set[str]) -> None:
+    parts = path.split(".")
+    cursor: Any = data
+    for part in parts:
+        cursor = cursor.get(part) if isinstance(cursor, dict) else None
+    if not isinstance(cursor, dict):
+        return
+    allowed = allowed_keys(parts, data)
+    if allowed is None:
+        return
+    for k in list(cursor):
+        if k not in allowed and f"{path}.{k}" not in cli_keys:
+            del cursor[k]
+
+
+def _deep_copy(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _deep_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_deep_copy(v) for v in obj]
+    return obj
+
+
+def _fill_default_tags(data: dict[str, Any]) -> dict[str, Any]:
+    """A tagged mapping given without its tag takes the default choice's tag (``data: {alpha: 1}``
+    means the default data set), so partial mappings and ``--set`` into them work."""
+    for path, tag in sorted(TAGS.items(), key=lambda kv: kv[0].count(".")):
+        parts = path.split(".")
+        cursor: Any = data
+        for part in parts:
+            cursor = cursor.get(part) if isinstance(cursor, dict) else None
+        if isinstance(cursor, dict) and tag not in cursor:
+            cls = _walk_model(parts, data)
+            default = _default_class(path) if cls is None else cls
+            if default is not None:
+                value = default.model_fields[tag].default
+                if value is not None:
+                    cursor[tag] = value
+    return data
+
+
+def validate(data: Mapping[str, Any]) -> Scenario:
+    """Validate a raw mapping into a :class:`Scenario`, or raise a one-line ScenarioError."""
+    data = _fill_default_tags(_deep_copy(dict(data)))
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise _one_line(exc, data) from None
+
+
+def _one_line(exc: ValidationError, data: Mapping[str, Any]) -> ScenarioError:
+    err = exc.errors(include_url=False)[0]
+    loc = [str(p) for p in err["loc"]]
+    etype = err["type"]
+    path = _clean_loc(loc[:-1], data) + loc[-1:] if etype == "extra_forbidden" else _clean_loc(loc, data)
+    key = ".".join(path)
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+        first = msg.split(" ", 1)[0]
+        if "." in first and first.split(".")[0] in Scenario.model_fields:
+            return ScenarioError("", msg)  # a cross-field rule that names its keys itself
+    if etype == "extra_forbidden":
+        allowed = allowed_keys(path[:-1], data)
+        hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
+        return ScenarioError(key, f"unknown key{hint}")
+    if etype == "union_tag_invalid":
+        ctx = err.get("ctx", {})
+        return ScenarioError(
+            f"{key}.{ctx.get('discriminator', '').strip(chr(39))}".strip("."),
+            f"unknown choice {ctx.get('tag')!r}; allowed: {ctx.get('expected_tags')}",
+        )
+    if etype == "union_tag_not_found":
+        ctx = err.get("ctx", {})
+        return ScenarioError(key, f"missing {ctx.get('discriminator')}")
+    if etype == "missing":
+        return ScenarioError(key, "required key is missing")
+    inp = err.get("input")
+    shown = "" if isinstance(inp, (dict, list)) else f" (got {inp!r})"
+    return ScenarioError(key, f"{msg}{shown}")
+
+
+def _clean_loc(loc: list[str], data: Mapping[str, Any]) -> list[str]:
+    """Drop union tags (e.g. 'fedavg' in algorithm.fedavg.lr) from a pydantic error location."""
+    out: list[str] = []
+    for part in loc:
+        if part.startswith("function-") or part.endswith("]"):
+            continue
+        cls = _walk_model(out, data) if out else Scenario
+        if cls is not None and part not in cls.model_fields:
+            # a tag segment of a discriminated union (or a list index); keep indices
+            if part.isdigit():
+                out.append(part)
+            continue
+        out.append(part)
+    return out
+
+
+def load_scenario(
+    source: str | Path | Mapping[str, Any], overrides: Sequence[str] = (), seed: int | None = None
+) -> Scenario:
+    """Scenario from a file path or a mapping, with ``--set`` overrides and an optional seed."""
+    data = read_yaml(source) if isinstance(source, (str, Path)) else _deep_copy(dict(source))
+    if overrides:
+        data = apply_overrides(data, overrides)
+    if seed is not None:
+        data["seed"] = seed
+    return validate(data)
+
+
+def dump_scenario(scenario: Scenario) -> str:
+    """The resolved scenario as YAML, every default written out; loading it gives it back."""
+    return yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False, default_flow_style=False)
+
+
+__all__ = ["apply_overrides", "dump_scenario", "load_scenario", "parse_override", "read_yaml", "validate"]

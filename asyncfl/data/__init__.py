@@ -1,0 +1,1 @@
+"""Federated data sets and partitions, resident on one device."""

@@ -1,0 +1,1 @@
+"""Networks written for torch.func (functional_call over a flat parameter vector)."""

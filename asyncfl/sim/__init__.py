@@ -1,0 +1,1 @@
+"""Discrete-event simulation (SimPy): time, clients, network, server scheduling. No torch here."""

@@ -1,0 +1,68 @@
+"""One immutable row per client task and per evaluated metric (straight into pandas / CSV)."""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+TaskStatus = Literal[
+    "applied",  # used in a server step
+    "dropped_stale",  # arrived staler than server.max_staleness under policy drop
+    "dropped_offline",  # its client went offline before the upload finished
+    "dropped_dropout",  # lost to the per-task dropout probability (client crashed before upload)
+    "dropped_deadline",  # sync round: arrived after server.round_deadline
+    "in_flight",  # still running when the run stopped
+]
+
+EVENT_COLUMNS = (
+    "task",
+    "client",
+    "dispatch_time",
+    "arrival_time",
+    "base_version",
+    "server_version",
+    "staleness",
+    "status",
+    "weight",
+    "download_time",
+    "compute_time",
+    "upload_time",
+    "applied_version",
+)
+
+
+class EventRecord(NamedTuple):
+    """One client task. Times in simulated seconds. ``arrival_time``: when the upload reached the
+    server, or when the task was lost (NaN while in flight). ``server_version``: server version at
+    arrival; ``staleness`` = server_version - base_version (-1 if it never arrived); ``weight``:
+    s(staleness) used (NaN unless applied); ``applied_version``: the version its step produced
+    (-1 unless applied)."""
+
+    task: int
+    client: int
+    dispatch_time: float
+    arrival_time: float
+    base_version: int
+    server_version: int
+    staleness: int
+    status: TaskStatus
+    weight: float
+    download_time: float
+    compute_time: float
+    upload_time: float
+    applied_version: int
+
+
+METRIC_COLUMNS = ("sim_time", "server_version", "client_updates", "metric", "value")
+
+
+class MetricRecord(NamedTuple):
+    """One metric at one evaluation. ``client_updates``: updates received by the server so far."""
+
+    sim_time: float
+    server_version: int
+    client_updates: int
+    metric: str
+    value: float
+
+
+__all__ = ["EVENT_COLUMNS", "METRIC_COLUMNS", "EventRecord", "MetricRecord", "TaskStatus"]

@@ -1,0 +1,49 @@
+"""Staleness weights s(tau) of FedAsync (Xie, Koyejo, Gupta 2019, Sec. 5.2), in pure Python.
+
+The server multiplies an update of staleness tau by s(tau) in (0, 1]; each weight is a function of
+that update's own tau only (never a product accumulated over updates).
+
+- constant:    s(tau) = 1
+- polynomial:  s_a(tau) = (tau + 1)^(-a)
+- hinge:       s_{a,b}(tau) = 1 if tau <= b else 1 / (a (tau - b) + 1)
+- exponential: s_a(tau) = exp(-a tau)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from asyncfl.config.schema import ConstantWeight, ExponentialWeight, HingeWeight, PolynomialWeight
+
+WeightFn = Callable[[int], float]
+
+
+def constant() -> WeightFn:
+    return lambda tau: 1.0
+
+
+def polynomial(a: float) -> WeightFn:
+    return lambda tau: (tau + 1.0) ** (-a)
+
+
+def hinge(a: float, b: int) -> WeightFn:
+    return lambda tau: 1.0 if tau <= b else 1.0 / (a * (tau - b) + 1.0)
+
+
+def exponential(a: float) -> WeightFn:
+    return lambda tau: math.exp(-a * tau)
+
+
+def weight_fn(cfg: ConstantWeight | PolynomialWeight | HingeWeight | ExponentialWeight) -> WeightFn:
+    """s(tau) for a ``server.staleness_weight`` config."""
+    if isinstance(cfg, PolynomialWeight):
+        return polynomial(cfg.a)
+    if isinstance(cfg, HingeWeight):
+        return hinge(cfg.a, cfg.b)
+    if isinstance(cfg, ExponentialWeight):
+        return exponential(cfg.a)
+    return constant()
+
+
+__all__ = ["WeightFn", "constant", "exponential", "hinge", "polynomial", "weight_fn"]
