@@ -1,0 +1,48 @@
+"""asyncfl: a simulator of personalized asynchronous federated learning (the PersA-FL setting).
+
+A SimPy discrete-event engine models heterogeneous clients, network delays, availability and
+dropouts; the server applies stale updates under bounded staleness; client rules (FedAvg,
+FedAsync, FedBuff, Per-FedAvg, pFedMe, local) are pure torch.func functions. The public API:
+
+- :func:`load_scenario` / :class:`Scenario`: read and validate a scenario file
+- :func:`run`: run a scenario, optionally writing a run directory
+- :func:`load_run`: read a run directory back as pandas frames
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RunResult",
+    "Scenario",
+    "__version__",
+    "load_run",
+    "load_scenario",
+    "run",
+]
+
+if TYPE_CHECKING:
+    from asyncfl.config.loader import load_scenario
+    from asyncfl.config.schema import Scenario
+    from asyncfl.rundir import RunResult, load_run
+    from asyncfl.runner import run
+
+_LAZY = {
+    "load_scenario": "asyncfl.config.loader",
+    "Scenario": "asyncfl.config.schema",
+    "RunResult": "asyncfl.rundir",
+    "load_run": "asyncfl.rundir",
+    "run": "asyncfl.runner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import lazily, so ``import asyncfl.sim`` stays free of torch."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'asyncfl' has no attribute {name!r}")

@@ -10,6 +10,7 @@ in which case they are the user's intent and are validated (and rejected if unkn
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,8 @@ from pydantic import BaseModel, ValidationError
 
 from asyncfl.config.schema import Scenario
 from asyncfl.errors import ScenarioError
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 # Tagged unions: mapping path -> tag key (the discriminator that selects the allowed keys).
 TAGS: dict[str, str] = {
@@ -75,6 +78,8 @@ def parse_override(item: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         raise ScenarioError(key, f"cannot parse value {raw!r} as YAML") from None
+    if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 1e-3 as a string; users mean a number
     return key, value
 
 

@@ -1,0 +1,172 @@
+"""The numeric side of the engine's :class:`asyncfl.sim.backend.Backend` protocol, in torch.
+
+Holds the server model and the reference-counted version store, hands jobs to the lazy
+:class:`~asyncfl.executor.Executor`, applies server steps with the algorithm's server rule and
+evaluates. Non-finite models or updates raise :class:`~asyncfl.errors.DivergedError`.
+
+``local`` training (no shared model) keeps one model per client instead: a task starts from the
+client's own model and its result replaces it; the "server model" reported for global metrics is
+the mean of the client models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from asyncfl.algorithms import server as server_rules
+from asyncfl.algorithms.base import ClientRule
+from asyncfl.algorithms.evaluation import evaluate
+from asyncfl.config.schema import EvalConfig, ServerConfig
+from asyncfl.data.base import FederatedData
+from asyncfl.errors import DivergedError
+from asyncfl.executor import Executor
+from asyncfl.models.base import FlatModel
+from asyncfl.rng import numpy_generator
+from asyncfl.types import ClientId, ModelVersion, SimTime
+from asyncfl.versions import VersionStore
+
+
+class TorchBackend:
+    """Server state and numerics for one run."""
+
+    def __init__(
+        self,
+        model: FlatModel,
+        rule: ClientRule,
+        data: FederatedData,
+        w0: Tensor,
+        server: ServerConfig,
+        eval_cfg: EvalConfig,
+        seed: int,
+        executor: Executor,
+        model_bytes: int,
+    ) -> None:
+        self.model = model
+        self.rule = rule
+        self.data = data
+        self.server = server
+        self.eval_cfg = eval_cfg
+        self.seed = seed
+        self.executor = executor
+        self._model_bytes = model_bytes
+        self.versions = VersionStore()
+        self._w0 = w0
+        self.version = ModelVersion(0)
+        self.versions.put(self.version, w0)
+        self._task_base: dict[int, int] = {}
+        self._task_client: dict[int, int] = {}
+        self._sizes = data.train_sizes_np.astype(np.float64)
+        self._work = np.array([rule.work(int(n)) for n in data.train_sizes_np], dtype=np.float64)
+        self.local = rule.server_rule == "none"
+        self.client_models: dict[int, Tensor] = {}
+        self._eval_clients = self._pick_eval_clients()
+
+    # -- Backend protocol -------------------------------------------------------------------------
+    @property
+    def model_bytes(self) -> int:
+        return self._model_bytes
+
+    def task_work(self, client: ClientId) -> float:
+        return float(self._work[client])
+
+    @property
+    def current(self) -> Tensor:
+        return self.versions.get(self.version)
+
+    def dispatch(self, task: int, client: ClientId, base_version: ModelVersion, counter: int) -> None:
+        if self.local:
+            base = self.client_models.get(client, self._w0)
+            self._task_base[task] = -1
+        else:
+            base = self.versions.acquire(base_version)
+            self._task_base[task] = base_version
+        self._task_client[task] = client
+        self.executor.submit(task, client, base, counter)
+
+    def discard(self, task: int) -> None:
+        self.executor.cancel(task)
+        self._release(task)
+
+    def _release(self, task: int) -> None:
+        base = self._task_base.pop(task)
+        self._task_client.pop(task)
+        if base >= 0:
+            self.versions.release(ModelVersion(base))
+
+    def apply(self, updates: Sequence[tuple[int, float]], new_version: ModelVersion, now: SimTime) -> None:
+        tasks = [t for t, _ in updates]
+        clients = [self._task_client[t] for t in tasks]
+        deltas = [self.executor.result(t) for t in tasks]
+        for t, c, d in zip(tasks, clients, deltas, strict=True):
+            if not bool(torch.isfinite(d).all()):
+                raise DivergedError("update", int(self.version), c)
+        x = self.current
+        if self.local:
+            for t, c, d in zip(tasks, clients, deltas, strict=True):
+                base = self.client_models.get(c, self._w0)
+                self.client_models[c] = base + d
+                self._release(t)
+            new = x.clone()  # no shared model: versions only count steps
+        else:
+            weights = [w for _, w in updates]
+            counts = [float(self._sizes[c]) for c in clients]
+            coeffs = server_rules.step_coefficients(self.server, weights, counts)
+            coeffs_t = torch.tensor(coeffs, dtype=x.dtype, device=x.device)
+            stacked = torch.stack(deltas)
+            if self.rule.server_rule == "mixing":
+                bases = torch.stack([self.versions.get(ModelVersion(self._task_base[t])) for t in tasks])
+                new = server_rules.mixing_step(x, bases + stacked, coeffs_t)
+            else:
+                new = server_rules.delta_step(x, stacked, coeffs_t)
+            for t in tasks:
+                self._release(t)
+        if not bool(torch.isfinite(new).all()):
+            raise DivergedError("server model", int(new_version), clients[-1] if clients else None)
+        old = self.version
+        self.versions.put(new_version, new)
+        self.version = new_version
+        self.versions.release(old)
+
+    def evaluate(self, version: ModelVersion, now: SimTime) -> Mapping[str, float]:
+        if self.local:
+            return self._evaluate_local()
+        out = evaluate(
+            self.model,
+            self.rule,
+            self.data,
+            self.current,
+            self._eval_clients,
+            self.eval_cfg.adapt_steps,
+            self.eval_cfg.grad_norm,
+            None,
+        )
+        for name, value in out.items():
+            if name.endswith("loss") and not np.isfinite(value):
+                raise DivergedError(name, int(version))
+        out["versions_held"] = float(len(self.versions))
+        return out
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _pick_eval_clients(self) -> list[int] | None:
+        n = self.data.num_clients
+        k = self.eval_cfg.clients
+        if k is None or k >= n:
+            return None
+        rng = numpy_generator(self.seed, "eval_clients")
+        return sorted(int(c) for c in rng.choice(n, size=k, replace=False))
+
+    def _evaluate_local(self) -> dict[str, float]:
+        """Local training: each client's own model on its own test data; global metrics on the
+        mean of the client models."""
+        from asyncfl.algorithms.evaluation import evaluate_client_models
+
+        n = self.data.num_clients
+        models = torch.stack([self.client_models.get(c, self._w0) for c in range(n)])
+        return evaluate_client_models(self.model, self.data, models, self._eval_clients)
+
+
+__all__ = ["TorchBackend"]

@@ -1,0 +1,165 @@
+"""Command line: a thin face over the runner, sweeps and results.
+
+Every error a user can cause prints ONE line to stderr and exits with a distinct code
+(2 bad input, 3 diverged, 130/143 interrupted); never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from asyncfl.errors import EXIT_FAILED, EXIT_USAGE, AsyncFLError, DivergedError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad arguments in one line with exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"asyncfl: error: {message} (see asyncfl {self.prog.split(' ', 1)[-1]} --help)\n")
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a scenario key; VALUE is a YAML scalar (e.g. server.max_staleness=null)")
+    p.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="where numbers are computed")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="asyncfl", description="Simulator of personalized asynchronous federated learning.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("run", help="run a scenario file")
+    p.add_argument("file", help="scenario YAML file")
+    p.add_argument("--out", default=None, help="run directory (default: runs/<name>-seed<seed>)")
+    p.add_argument("--force", action="store_true", help="write into a non-empty directory that is not a run")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
+    _add_run_args(p)
+
+    p = sub.add_parser("validate", help="check a scenario file and print it fully resolved")
+    p.add_argument("file")
+    _add_run_args(p)
+
+    sub.add_parser("schema", help="print the JSON Schema of scenario files")
+
+    from asyncfl import cli_study
+
+    cli_study.register(sub, COMMANDS)
+    return parser
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, Path]:
+    from asyncfl.config.loader import apply_overrides, read_yaml, validate
+
+    path = Path(args.file)
+    data = read_yaml(path)
+    if args.overrides:
+        data = apply_overrides(data, args.overrides)
+    if args.seed is not None:
+        data["seed"] = args.seed
+    if getattr(args, "device", None):
+        data.setdefault("execution", {})
+        if isinstance(data["execution"], dict):
+            data["execution"] = {**data["execution"], "device": args.device}
+    return validate(data), path.resolve().parent
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from asyncfl.config.loader import dump_scenario
+
+    scenario, _ = _load(args)
+    sys.stdout.write(dump_scenario(scenario))
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from asyncfl.config.schema import Scenario
+
+    print(json.dumps(Scenario.model_json_schema(), indent=2))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from asyncfl.runner import run
+
+    scenario, base_dir = _load(args)
+    out = Path(args.out) if args.out else Path("runs") / f"{scenario.name}-seed{scenario.seed}"
+    command = ["asyncfl", *sys.argv[1:]]
+    if args.quiet:
+        result = run(scenario, out, base_dir=base_dir, force=args.force, command=command)
+    else:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        console = Console(stderr=True)
+        with Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(), console=console, transient=True,
+        ) as bar:
+            task = bar.add_task(scenario.name, total=1.0)
+
+            def progress(frac: float, _: dict[str, Any]) -> None:
+                bar.update(task, completed=min(max(frac, 0.0), 1.0))
+
+            try:
+                result = run(scenario, out, base_dir=base_dir, force=args.force, progress=progress, command=command)
+            except DivergedError as exc:
+                res = getattr(exc, "result", None)
+                if res is not None:
+                    print_summary(res, console)
+                raise
+        print_summary(result, console)
+    return 0
+
+
+def print_summary(result: Any, console: Any = None) -> None:
+    """Final metrics, simulated time, staleness, updates applied/dropped, wall time, location."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(stderr=True)
+    m = result.manifest
+    table = Table(title=f"{m.get('name')} (seed {m.get('seed')}): {m.get('status')}", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    table.add_row("simulated time", f"{m.get('sim_time', 0.0):.2f} s")
+    table.add_row("server version", str(m.get("server_version")))
+    table.add_row("updates applied / dropped", f"{m.get('updates_applied')} / {m.get('updates_dropped')}")
+    table.add_row("staleness mean / max", f"{m.get('staleness_mean', 0.0):.2f} / {m.get('staleness_max')}")
+    for k, v in sorted(m.get("final_metrics", {}).items()):
+        table.add_row(k, f"{v:.4g}")
+    table.add_row("wall time", f"{m.get('wall_time_s', 0.0):.1f} s")
+    table.add_row("results", str(result.run_dir) if result.run_dir else "(not written)")
+    console.print(table)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "validate": cmd_validate,
+    "schema": cmd_schema,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    handler = COMMANDS[args.command]
+    try:
+        return handler(args)
+    except AsyncFLError as exc:
+        sys.stderr.write(f"asyncfl: error: {exc.one_line()}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("asyncfl: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

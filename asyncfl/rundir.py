@@ -1,0 +1,170 @@
+"""Run directories: what a run writes, written atomically, and how it is read back.
+
+Layout::
+
+    DIR/scenario.yaml   the resolved scenario (every default written out); rerunning it reproduces the run
+    DIR/manifest.json   versions, device, seed, wall-clock times, status, counts, final metrics and the
+                        size and SHA-256 of every data file (written last)
+    DIR/metrics.csv     one row per evaluation and metric: sim_time, server_version, client_updates, metric, value
+    DIR/events.csv      one row per client task (see asyncfl.sim.records.EventRecord)
+
+Every file goes to a temporary name in the same directory and is renamed into place, so a crash
+never leaves a truncated file; :func:`load_run` checks the manifest's sizes and hashes and rejects
+an incomplete directory with a clear message instead of returning partial frames.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from asyncfl.errors import RunDirError
+
+SCENARIO_FILE = "scenario.yaml"
+MANIFEST_FILE = "manifest.json"
+METRICS_FILE = "metrics.csv"
+EVENTS_FILE = "events.csv"
+DATA_FILES = (METRICS_FILE, EVENTS_FILE)
+STATUSES = ("running", "completed", "diverged", "failed", "interrupted")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same directory, fsync, rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    try:
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        return repr(v)
+    return str(v)
+
+
+def csv_bytes(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
+    """Deterministic CSV: floats as ``repr`` (shortest round-trip form), NaN as ``nan``."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow([_cell(v) for v in r])
+    return buf.getvalue().encode("utf-8")
+
+
+def file_digest(path: Path) -> dict[str, Any]:
+    data = Path(path).read_bytes()
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
+    """Write the manifest last, with the digests of the data files present."""
+    files = {name: file_digest(run_dir / name) for name in DATA_FILES if (run_dir / name).exists()}
+    body = {**manifest, "files": files}
+    write_atomic(run_dir / MANIFEST_FILE, (json.dumps(body, indent=2, sort_keys=False, default=str) + "\n").encode())
+
+
+def is_run_dir(path: Path) -> bool:
+    return (Path(path) / MANIFEST_FILE).is_file() or (Path(path) / SCENARIO_FILE).is_file()
+
+
+def prepare_out_dir(path: Path, force: bool = False) -> Path:
+    """Create ``path``; refuse a non-empty directory that is not an asyncfl run unless ``force``."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise RunDirError(f"--out {p}: exists and is not a directory")
+    if p.is_dir() and any(p.iterdir()) and not is_run_dir(p) and not force:
+        raise RunDirError(f"--out {p}: directory is not empty and is not an asyncfl run; use --force to write there")
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A finished (or stopped) run: its directory, manifest and tidy frames."""
+
+    run_dir: Path | None
+    manifest: dict[str, Any]
+    metrics: pd.DataFrame
+    events: pd.DataFrame
+
+    @property
+    def status(self) -> str:
+        return str(self.manifest.get("status"))
+
+    @property
+    def final_metrics(self) -> dict[str, float]:
+        return dict(self.manifest.get("final_metrics", {}))
+
+    def metric(self, name: str) -> pd.DataFrame:
+        """Rows of one metric, ordered by simulated time."""
+        return self.metrics[self.metrics["metric"] == name].reset_index(drop=True)
+
+
+def load_run(run_dir: str | Path) -> RunResult:
+    """Read a run directory; raise :class:`RunDirError` if it is missing, incomplete or altered."""
+    d = Path(run_dir)
+    if not d.is_dir():
+        raise RunDirError(f"{d}: no such run directory")
+    mpath = d / MANIFEST_FILE
+    if not mpath.is_file():
+        raise RunDirError(f"{d}: incomplete run directory, {MANIFEST_FILE} is missing (the run may still be going or was killed)")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise RunDirError(f"{mpath}: unreadable manifest (truncated or not JSON)") from None
+    if not isinstance(manifest, dict) or manifest.get("status") not in STATUSES:
+        raise RunDirError(f"{mpath}: not an asyncfl manifest (no valid status)")
+    files = manifest.get("files", {})
+    for name in DATA_FILES:
+        p = d / name
+        if not p.is_file():
+            raise RunDirError(f"{d}: incomplete run directory, {name} is missing")
+        want = files.get(name)
+        if want is None:
+            raise RunDirError(f"{d}: manifest does not list {name}; the directory is incomplete")
+        got = file_digest(p)
+        if got != want:
+            raise RunDirError(
+                f"{p}: does not match the manifest ({got['bytes']} bytes, expected {want['bytes']}); truncated or altered"
+            )
+    metrics = pd.read_csv(d / METRICS_FILE)
+    events = pd.read_csv(d / EVENTS_FILE)
+    return RunResult(d, manifest, metrics, events)
+
+
+__all__ = [
+    "EVENTS_FILE",
+    "MANIFEST_FILE",
+    "METRICS_FILE",
+    "SCENARIO_FILE",
+    "RunResult",
+    "csv_bytes",
+    "load_run",
+    "prepare_out_dir",
+    "write_atomic",
+    "write_manifest",
+]
