@@ -47,6 +47,15 @@ def make_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("schema", help="print the JSON Schema of scenario files")
 
+    p = sub.add_parser("data", help="inspect a scenario's federated data")
+    dsub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    d = dsub.add_parser("describe", help="per-client sample counts and label histograms")
+    d.add_argument("file", help="scenario YAML file")
+    d.add_argument("--figure", default=None, help="also save a figure of the split (PNG, SVG or PDF)")
+    d.add_argument("--csv", default=None, help="also save the per-client table as CSV")
+    d.add_argument("--rows", type=int, default=10, help="clients shown in the text summary")
+    _add_run_args(d)
+
     from asyncfl import cli_study
 
     cli_study.register(sub, COMMANDS)
@@ -81,6 +90,21 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from asyncfl.config.schema import Scenario
 
     print(json.dumps(Scenario.model_json_schema(), indent=2))
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from asyncfl.data.describe import describe, describe_figure, summary_text
+    from asyncfl.data.registry import build_data
+
+    scenario, base_dir = _load(args)
+    data = build_data(scenario.data, scenario.clients.count, scenario.seed, base_dir)
+    print(summary_text(data, max_rows=args.rows))
+    if args.csv:
+        describe(data).to_csv(args.csv)
+        print(f"table: {args.csv}")
+    if args.figure:
+        print(f"figure: {describe_figure(data, args.figure)}")
     return 0
 
 
@@ -142,6 +166,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "validate": cmd_validate,
     "schema": cmd_schema,
+    "data": cmd_data,
 }
 
 

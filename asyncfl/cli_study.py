@@ -1,11 +1,203 @@
-"""CLI commands for studies: sweep, plot, report (registered into asyncfl.cli)."""
+"""CLI commands for studies: sweep, plot, report (registered into asyncfl.cli).
+
+Heavy imports (the runner, matplotlib, seaborn, Ray) happen inside the handlers, so ``asyncfl
+run`` and ``asyncfl --help`` stay fast.
+"""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+
+from asyncfl.errors import EXIT_INTERRUPTED_SIGTERM, AsyncFLError
+
+FIGURE_KINDS = (
+    "convergence",
+    "convergence_vs_delay",
+    "staleness",
+    "updates",
+    "participation",
+    "fairness",
+    "sync_vs_async",
+)
+X_AXES = ("sim_time", "server_version", "client_updates")
+
+
+class Terminated(AsyncFLError):
+    """SIGTERM during a sweep: finished runs are kept; rerunning the command resumes (exit 143)."""
+
+    exit_code = EXIT_INTERRUPTED_SIGTERM
 
 
 def register(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     """Add this module's subcommands to the ``asyncfl`` parser and their handlers to ``commands``."""
+    from asyncfl.cli import _add_run_args
+
+    p = sub.add_parser(
+        "sweep",
+        help="run a scenario over a grid of overrides and seeds (resumable)",
+        description="Run FILE once per grid point and seed, each into its own run directory under --out. "
+        "Rerunning the same command skips finished runs and reruns unfinished ones.",
+    )
+    p.add_argument("file", help="scenario YAML file (its sweep: section, if any, adds a grid and seeds)")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="a grid axis; each value is a YAML scalar as with --set (e.g. server.max_staleness=0,5,null)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per grid point: seed, seed+1, ... (default: the file's, else 1)")
+    p.add_argument("--out", required=True, help="sweep directory (sweep.json and one run directory per run)")
+    p.add_argument("--workers", type=int, default=1, help="runs at once (local: processes; ray: tasks in flight)")
+    p.add_argument("--backend", choices=["local", "ray"], default="local", help="where runs execute")
+    p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs reserved per Ray task (may be fractional)")
+    p.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs reserved per Ray task")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: cores / workers)")
+    p.add_argument("--force", action="store_true", help="rerun every run, even finished ones")
+    p.add_argument("--dry-run", action="store_true", help="validate and list the runs; run nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    _add_run_args(p)
+    commands["sweep"] = cmd_sweep
+
+    p = sub.add_parser("plot", help="draw a figure of a run, a sweep or a folder of runs")
+    p.add_argument("dir", help="a run directory, a sweep directory, or a folder holding run directories")
+    p.add_argument("--kind", required=True, metavar="KIND", help=f"one of: {', '.join(FIGURE_KINDS)}")
+    p.add_argument("--out", required=True, help="figure file: .png, .svg or .pdf")
+    p.add_argument("--metric", default=None, help="metric to show (default: personalized_accuracy when recorded)")
+    p.add_argument("--x", choices=X_AXES, default="sim_time", help="x axis of convergence curves")
+    p.add_argument("--hue", default=None, help="run column to colour by (a grid key, algorithm, run, seed, ...)")
+    p.add_argument("--target", type=float, default=None, help="level for time-to-target (default: one every run reaches)")
+    p.add_argument("--band", choices=["auto", "ci", "sd", "se", "none"], default="auto",
+                   help="spread over seeds: 95%% CI, s.d., s.e. (auto: CI with >= 3 seeds, else s.d.)")
+    commands["plot"] = cmd_plot
+
+    p = sub.add_parser("report", help="write a self-contained HTML or Markdown report of a run or sweep")
+    p.add_argument("dir", help="a run directory, a sweep directory, or a folder holding run directories")
+    p.add_argument("--out", default=None, help="report file (default: DIR/report.html or DIR/report.md)")
+    p.add_argument("--format", choices=["html", "md"], default=None, help="default: from --out's suffix, else html")
+    p.add_argument("--metric", default=None, help="headline metric (default: personalized_accuracy when recorded)")
+    p.add_argument("--target", type=float, default=None, help="level for time-to-target")
+    commands["report"] = cmd_report
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into an exception, so a sweep stops its workers and records what finished."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated("terminated; finished runs are kept, rerun the same command to resume")
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from asyncfl.sweep import plan_sweep, run_sweep
+
+    plan = plan_sweep(args.file, args.grid, args.seeds, args.overrides, args.seed, args.device)
+    if args.dry_run:
+        for r in plan.runs:
+            print(r.name)
+        print(f"{len(plan.runs)} runs", file=sys.stderr)
+        return 0
+    command = ["asyncfl", *sys.argv[1:]]
+    kwargs: dict[str, Any] = dict(
+        backend=args.backend, workers=args.workers, threads=args.threads, ray_address=args.ray_address,
+        gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run, force=args.force, command=command,
+    )
+    t0 = time.perf_counter()
+    with _sigterm_raises():
+        if args.quiet:
+            result = run_sweep(plan, args.out, **kwargs)
+        else:
+            result = _sweep_with_bar(plan, args.out, kwargs)
+    if not args.quiet:
+        _print_sweep_summary(result, time.perf_counter() - t0)
+    return 0
+
+
+def _sweep_with_bar(plan: Any, out: str, kwargs: dict[str, Any]) -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from asyncfl.sweep import run_sweep
+
+    console = Console(stderr=True)
+    counts = {"done": 0, "skipped": 0, "diverged": 0, "failed": 0}
+    with Progress(
+        TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+        TimeElapsedColumn(), console=console, transient=True,
+    ) as bar:
+        task = bar.add_task("", total=len(plan.runs))
+
+        def progress(event: str, run: Any) -> None:
+            if event == "start":
+                return
+            if event == "skip":
+                counts["skipped"] += 1
+            elif run.status == "completed":
+                counts["done"] += 1
+            elif run.status == "diverged":
+                counts["diverged"] += 1
+            else:
+                counts["failed"] += 1
+            shown = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+            bar.update(task, advance=1, description=shown)
+
+        return run_sweep(plan, out, progress=progress, **kwargs)
+
+
+def _print_sweep_summary(result: Any, wall: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    table = Table(title=f"sweep: {len(result.runs)} runs", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    for status, n in result.counts.items():
+        table.add_row(status, str(n))
+    resumed = sum(1 for r in result.runs if r.skipped)
+    if resumed:
+        table.add_row("kept from before", str(resumed))
+    table.add_row("wall time", f"{wall:.1f} s")
+    table.add_row("results", str(result.out_dir))
+    console.print(table)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from asyncfl.errors import UserError
+
+    if args.kind not in FIGURE_KINDS:
+        raise UserError(f"--kind: unknown figure {args.kind!r}; allowed: {', '.join(FIGURE_KINDS)}")
+    suffix = Path(args.out).suffix.lower()
+    if suffix not in (".png", ".svg", ".pdf"):
+        raise UserError(f"--out {args.out}: unknown figure format {suffix or '(none)'!r}; allowed: .png, .svg, .pdf")
+    from asyncfl import plots
+
+    fig = plots.figure(args.kind, args.dir, metric=args.metric, x=args.x, hue=args.hue, target=args.target,
+                       band=args.band)
+    path = plots.save(fig, args.out)
+    print(path)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from asyncfl.report import write_report
+
+    path = write_report(args.dir, args.out, fmt=args.format, metric=args.metric, target=args.target)
+    print(path)
+    return 0
+
+
+__all__ = ["FIGURE_KINDS", "register"]

@@ -79,4 +79,25 @@ class ClientRule(Protocol):
         ...
 
 
-__all__ = ["Batches", "ClientRule", "Family", "ServerRule"]
+def samples_per_draw(batch_size: int | None, n_samples: int) -> int:
+    """Samples in one minibatch of a client holding ``n_samples``: min(B, n), or n when B is None
+    (full-batch steps). The unit of :meth:`ClientRule.work`."""
+    return n_samples if batch_size is None else min(batch_size, n_samples)
+
+
+def check_batches(batches: Batches, steps: int, draws_per_step: int) -> None:
+    """Raise ValueError unless ``batches`` holds at least ``steps`` x ``draws_per_step`` draws and
+    x, y, m agree on [S, D, B]. Shape checks only, so it is safe under vmap (static shapes)."""
+    x, y, m = batches.x, batches.y, batches.m
+    if y.dim() != 3 or m.shape != y.shape or tuple(x.shape[:3]) != tuple(y.shape):
+        raise ValueError(
+            f"Batches must be x [S, D, B, ...], y and m [S, D, B]; got x {tuple(x.shape)}, "
+            f"y {tuple(y.shape)}, m {tuple(m.shape)}"
+        )
+    if y.shape[0] < steps or y.shape[1] < draws_per_step:
+        raise ValueError(
+            f"Batches hold {y.shape[0]} steps x {y.shape[1]} draws; the rule needs {steps} x {draws_per_step}"
+        )
+
+
+__all__ = ["Batches", "ClientRule", "Family", "ServerRule", "check_batches", "samples_per_draw"]

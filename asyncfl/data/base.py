@@ -70,12 +70,19 @@ class FederatedData:
         return sums / np.maximum(n, 1) / (self.num_classes - 1)
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> FederatedData:
-        """Move every tensor to ``device`` once; float features take ``dtype`` if given."""
+        """Move every tensor to ``device`` once; float features take ``dtype`` if given.
+
+        Tensors that are the same object (e.g. ``global_x is test_x`` when the global test set is
+        the union of the client test sets) stay one object on the device."""
+        moved: dict[int, Tensor] = {}
 
         def mv(t: Tensor) -> Tensor:
-            if dtype is not None and t.is_floating_point():
-                return t.to(device=device, dtype=dtype)
-            return t.to(device=device)
+            if id(t) not in moved:
+                if dtype is not None and t.is_floating_point():
+                    moved[id(t)] = t.to(device=device, dtype=dtype)
+                else:
+                    moved[id(t)] = t.to(device=device)
+            return moved[id(t)]
 
         return replace(
             self,
@@ -92,8 +99,10 @@ class FederatedData:
         )
 
     def nbytes(self) -> int:
+        """Bytes held by the sample tensors (a tensor shared by two fields counts once)."""
         ts = [self.train_x, self.train_y, self.test_x, self.test_y, self.global_x, self.global_y]
-        return sum(t.element_size() * t.numel() for t in ts)
+        unique = {id(t): t for t in ts}
+        return sum(t.element_size() * t.numel() for t in unique.values())
 
 
 def layout(sizes: np.ndarray) -> tuple[Tensor, Tensor]:

@@ -61,7 +61,7 @@ class FlatModel:
 
     def unflatten(self, w: Tensor) -> dict[str, Tensor]:
         """Views of ``w`` shaped as the module's parameters."""
-        parts = torch.split(w, self.numels)
+        parts = torch.split(w, list(self.numels))
         return {n: p.view(s) for n, p, s in zip(self.names, parts, self.shapes, strict=True)}
 
     def flatten(self, params: dict[str, Tensor]) -> Tensor:

@@ -45,11 +45,16 @@ class Backend(Protocol):
 
 
 class NullBackend:
-    """A backend that computes nothing: the engine's own cost, and engine tests, use it."""
+    """A backend that computes nothing: the engine's own cost, and engine tests, use it.
+    ``applied`` logs every step (new version, updates) unless ``keep_applied`` is False (for
+    timing the engine: a log of millions of small lists makes the garbage collector slow)."""
 
-    def __init__(self, work: Sequence[float] | float = 100.0, model_bytes: int = 4000) -> None:
+    def __init__(
+        self, work: Sequence[float] | float = 100.0, model_bytes: int = 4000, keep_applied: bool = True
+    ) -> None:
         self._work = work
         self._bytes = model_bytes
+        self._keep = keep_applied
         self.applied: list[tuple[ModelVersion, list[tuple[int, float]]]] = []
         self.pinned: dict[int, ModelVersion] = {}
 
@@ -69,7 +74,8 @@ class NullBackend:
     def apply(self, updates: Sequence[tuple[int, float]], new_version: ModelVersion, now: SimTime) -> None:
         for t, _ in updates:
             self.pinned.pop(t, None)
-        self.applied.append((new_version, list(updates)))
+        if self._keep:
+            self.applied.append((new_version, list(updates)))
 
     def evaluate(self, version: ModelVersion, now: SimTime) -> Mapping[str, float]:
         return {}

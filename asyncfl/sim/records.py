@@ -11,6 +11,7 @@ TaskStatus = Literal[
     "dropped_dropout",  # lost to the per-task dropout probability (client crashed before upload)
     "dropped_deadline",  # sync round: arrived after server.round_deadline
     "in_flight",  # still running when the run stopped
+    "buffered",  # arrived, but still waiting in the server buffer when the run stopped
 ]
 
 EVENT_COLUMNS = (

@@ -1,0 +1,105 @@
+"""Server steps as pure functions of flat parameter vectors.
+
+One server step takes K client results (K = 1 for FedAsync / async, K = buffer_size for FedBuff /
+buffered, the round's cohort for sync) and their staleness weights s(tau_k) in (0, 1] (see
+:mod:`asyncfl.staleness`; each weight is a function of that update's own tau_k only), and
+applies one of two rules:
+
+- ``delta`` (FedAvg, FedBuff, Per-FedAvg, pFedMe)::
+
+      x <- x + sum_k c_k Delta_k,          Delta_k = w_k - w_{k,0} (the client's model change)
+
+- ``mixing`` (FedAsync: Xie, Koyejo, Gupta 2019, x_t = (1 - alpha_t) x_{t-1} + alpha_t x_new)::
+
+      x <- x + sum_k c_k (x_k - x),        x_k = w_{k,0} + Delta_k (the client's final model)
+
+  which for one update is (1 - c) x + c x_client.
+
+with coefficients (:func:`step_coefficients`)::
+
+      c_k = eta_g s(tau_k) p_k,     p_k = n_k / sum_j n_j   (server.aggregation = samples)
+                                    p_k = 1 / K             (server.aggregation = uniform)
+
+where eta_g = ``server.lr`` and n_k the client's training-set size. Special cases:
+
+- FedAvg (McMahan et al. 2017), sync: eta_g = 1, s = 1, samples: x + sum_k (n_k / n) Delta_k.
+- FedAsync (Xie et al. 2019), K = 1: c = a s(tau) = alpha_t with a = ``server.lr`` (keep a <= 1 for a
+  convex combination).
+- FedBuff (Nguyen et al. 2022, Algorithm 1): x <- x + eta_g (1/K) sum_k s(tau_k) Delta_k is the
+  ``uniform`` aggregation (their Delta has the opposite sign: x - eta_g Delta_bar).
+- pFedMe (Dinh et al. 2020), sync: x <- (1 - beta) x + beta (1/S) sum_i w_i equals
+  x + beta (1/S) sum_i Delta_i when every client started from x: ``delta`` with beta = ``server.lr``,
+  ``uniform`` (or ``samples`` for the authors' code, which weighs by training-set size).
+- PersA-FL (Toghani et al. 2022): the personalized client rules under an async / buffered server:
+  the same ``delta`` rule with K = 1 or K = buffer_size.
+- ``none`` (local training): all coefficients are 0; there is no shared model to move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from asyncfl.algorithms.base import ServerRule
+from asyncfl.config.schema import ServerConfig
+
+
+def _as_coeffs(coeffs: Tensor | Sequence[float], like: Tensor) -> Tensor:
+    return torch.as_tensor(coeffs, dtype=like.dtype, device=like.device)
+
+
+def delta_step(x: Tensor, deltas: Tensor, coeffs: Tensor | Sequence[float]) -> Tensor:
+    """x + sum_k coeffs_k deltas_k. ``x`` [P], ``deltas`` [K, P], ``coeffs`` [K]; returns a new [P]."""
+    return x + _as_coeffs(coeffs, x) @ deltas
+
+
+def mixing_step(x: Tensor, client_models: Tensor, coeffs: Tensor | Sequence[float]) -> Tensor:
+    """x + sum_k coeffs_k (x_k - x). ``client_models`` [K, P] are the clients' final models
+    x_k = (pulled model) + Delta_k, not their deltas. One update: (1 - c) x + c x_client."""
+    c = _as_coeffs(coeffs, x)
+    return x + c @ (client_models - x)
+
+
+def step_coefficients(
+    server: ServerConfig,
+    weights: Sequence[float],
+    sample_counts: Sequence[float],
+    rule: ServerRule = "delta",
+) -> list[float]:
+    """c_k = server.lr * s(tau_k) * p_k for the K updates of one server step (module docstring).
+
+    ``weights``: s(tau_k) per update; ``sample_counts``: n_k, the updating clients' training-set
+    sizes (used by ``server.aggregation = samples``; all-zero counts fall back to uniform);
+    ``rule``: the client rule's ``server_rule`` (``delta`` and ``mixing`` share the formula;
+    ``none`` gives zeros). Returns K Python floats."""
+    k = len(weights)
+    if len(sample_counts) != k:
+        raise ValueError(f"{k} weights but {len(sample_counts)} sample counts")
+    if k == 0 or rule == "none":
+        return [0.0] * k
+    total = float(sum(sample_counts))
+    if server.aggregation == "samples" and total > 0:
+        p = [float(n) / total for n in sample_counts]
+    else:
+        p = [1.0 / k] * k
+    return [server.lr * float(s) * pk for s, pk in zip(weights, p, strict=True)]
+
+
+def apply_step(
+    rule: ServerRule, x: Tensor, deltas: Tensor, bases: Tensor | None, coeffs: Tensor | Sequence[float]
+) -> Tensor:
+    """One server step for any rule: ``delta`` uses ``deltas``; ``mixing`` mixes in the client
+    models ``bases + deltas`` (``bases`` [K, P] or [P]: the models the clients pulled; required);
+    ``none`` returns ``x`` unchanged."""
+    if rule == "delta":
+        return delta_step(x, deltas, coeffs)
+    if rule == "mixing":
+        if bases is None:
+            raise ValueError("mixing needs the models the clients pulled (bases)")
+        return mixing_step(x, bases + deltas, coeffs)
+    return x
+
+
+__all__ = ["apply_step", "delta_step", "mixing_step", "step_coefficients"]

@@ -1,0 +1,71 @@
+"""The engine's own cost per client task, with a backend that computes nothing.
+
+``python -m asyncfl.sim.bench [clients] [concurrency] [tasks] [mode]`` prints microseconds per task
+(default: 100,000 clients, 1,000 in flight, 200,000 tasks, async, the default system model).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from asyncfl.config.schema import EvalConfig, ServerConfig, StopConfig, SystemConfig
+from asyncfl.sim.availability import make_availability
+from asyncfl.sim.backend import NullBackend
+from asyncfl.sim.engine import Engine
+from asyncfl.sim.system import SystemModel
+
+
+def engine_cost(
+    clients: int = 100_000,
+    concurrency: int = 1_000,
+    tasks: int = 200_000,
+    mode: str = "async",
+    system: SystemConfig | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Run ``tasks`` client updates through the engine with a null backend; returns the wall
+    seconds of setup and run, and ``us_per_task`` = run seconds / tasks dispatched * 1e6."""
+    cfg = system or SystemConfig.model_validate({})
+    t0 = time.perf_counter()
+    model = SystemModel(cfg, clients, seed, np.full(clients, 100.0), 4000)
+    availability = make_availability(cfg.availability, clients, seed)
+    server = ServerConfig.model_validate(
+        {
+            "mode": mode,
+            "concurrency": concurrency,
+            "clients_per_round": concurrency,
+            "buffer_size": min(10, concurrency) if mode == "buffered" else 1,
+        }
+    )
+    engine = Engine(
+        server,
+        StopConfig(client_updates=tasks),
+        EvalConfig(every_steps=None),
+        clients,
+        model,
+        availability,
+        NullBackend(keep_applied=False),
+        seed,
+    )
+    t1 = time.perf_counter()
+    result = engine.run()
+    t2 = time.perf_counter()
+    n = result.counts["dispatched"]
+    return {"setup_s": t1 - t0, "run_s": t2 - t1, "tasks": float(n), "us_per_task": (t2 - t1) / max(n, 1) * 1e6}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    clients, concurrency, tasks = (int(a) for a in (args + ["100000", "1000", "200000"][len(args) :])[:3])
+    mode = args[3] if len(args) > 3 else "async"
+    r = engine_cost(clients, concurrency, tasks, mode)
+    print(
+        f"{mode}: {clients} clients, {concurrency} in flight, {int(r['tasks'])} tasks: {r['us_per_task']:.2f} us/task"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,816 @@
+"""Sweeps: a grid of scenario overrides x seeds, one run directory per point, resumable.
+
+A sweep is planned completely -- every grid point applied with the same rules as ``--set`` and
+validated -- before anything runs, so a bad key or value is one line naming it (exit 2) and no
+half-started sweep. Layout of ``--out DIR``::
+
+    DIR/sweep.json                              the sweep manifest (written atomically after every run)
+    DIR/server.max_staleness=4,seed=1/          one ordinary run directory per (grid point, seed)
+    ...
+
+``sweep.json`` holds the base scenario, the grid, the seeds and one entry per run: its directory,
+its overrides, its seed, its status (``pending``, ``running``, ``completed``, ``diverged``,
+``failed``, ``interrupted``), wall time and, for a failure, the error.
+
+Rerunning the same sweep into the same ``DIR`` skips every run whose directory loads (see
+:func:`asyncfl.rundir.load_run`) with status ``completed`` or ``diverged`` and holds the same
+scenario; every other run directory is cleared and run again. A run directory holding a
+*different* scenario is an error (use another ``--out``, or ``force``) rather than silently kept
+or overwritten.
+
+Backends (same directories, same bytes in ``metrics.csv`` / ``events.csv``, whichever ran them):
+
+- ``local``: a :class:`concurrent.futures.ProcessPoolExecutor` (spawn) with ``workers`` processes;
+  ``workers=1`` runs in this process.
+- ``ray``: Ray tasks on an existing cluster (``ray_address``) or on a local Ray started here. Each
+  task runs into a temporary directory on its node and returns the files, which are written here,
+  so the nodes need no shared file system (they do need asyncfl installed and any data files the
+  scenario names). ``gpus_per_run`` (may be fractional) reserves GPUs per task; set
+  ``execution.device`` to ``auto`` or ``cuda`` for the runs to use them.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import hashlib
+import itertools
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from asyncfl.config.loader import apply_overrides, dump_scenario, parse_override, parse_yaml, read_yaml, validate
+from asyncfl.config.schema import Scenario
+from asyncfl.errors import EXIT_FAILED, AsyncFLError, RunDirError, ScenarioError, UserError
+from asyncfl.rundir import MANIFEST_FILE, SCENARIO_FILE, load_run, write_atomic
+
+SWEEP_FILE = "sweep.json"
+FINISHED = ("completed", "diverged")
+"""Run statuses a rerun keeps: a diverged run is a result (deterministic), not a failure."""
+BACKENDS = ("local", "ray")
+
+ProgressFn = Callable[[str, "SweepRun"], None]
+"""Called with ("start" | "skip" | "done", run) as the sweep goes."""
+
+
+class SweepFailedError(AsyncFLError):
+    """Some runs of a sweep failed (exit 1); the others are written and the sweep can be resumed."""
+
+    exit_code = EXIT_FAILED
+
+
+# ------------------------------------------------------------------------------------------------
+# Planning
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One (grid point, seed). ``overrides``: dotted key -> value, in grid order. ``name`` is the
+    run directory's name inside the sweep directory."""
+
+    name: str
+    overrides: dict[str, Any]
+    seed: int
+    scenario: Scenario
+    status: str = "pending"
+    wall_time_s: float | None = None
+    error: str | None = None
+    skipped: bool = False
+
+    def entry(self) -> dict[str, Any]:
+        """This run's entry in ``sweep.json``."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "dir": self.name,
+            "overrides": self.overrides,
+            "seed": self.seed,
+            "status": self.status,
+        }
+        if self.wall_time_s is not None:
+            out["wall_time_s"] = self.wall_time_s
+        if self.skipped:
+            out["resumed"] = True
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """A fully validated sweep: the base scenario (raw mapping, ``--set`` applied), the grid,
+    the seeds and every run. ``base_dir`` resolves the scenario's relative paths (its folder)."""
+
+    base: dict[str, Any]
+    grid: dict[str, list[Any]]
+    seeds: list[int]
+    runs: list[SweepRun]
+    base_dir: Path
+    source: str | None = None
+    overrides: list[str] = field(default_factory=list)
+
+
+def split_values(raw: str) -> list[str]:
+    """Split ``V1,V2,...`` at top-level commas (not inside [], {}, () or quotes)."""
+    parts: list[str] = []
+    depth = 0
+    quote: str | None = None
+    cur: list[str] = []
+    for ch in raw:
+        if quote:
+            cur.append(ch)
+            if ch == quote:
+                quote = None
+            continue
+        if ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth = max(depth - 1, 0)
+        elif ch == "," and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+            continue
+        cur.append(ch)
+    parts.append("".join(cur))
+    return [p.strip() for p in parts]
+
+
+def parse_grid(items: Iterable[str]) -> dict[str, list[Any]]:
+    """``KEY=V1,V2,...`` items -> {key: [values]}; each value is a YAML scalar as with ``--set``
+    (``null``, ``1e-3``, ``true``, ``[1, 2]``, ``{name: hinge, a: 10}``)."""
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        if "=" not in item:
+            raise ScenarioError(item, "--grid needs KEY=V1,V2,..., e.g. --grid server.max_staleness=0,4,16")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if key in grid:
+            raise ScenarioError(key, "given twice with --grid; list all its values in one --grid KEY=V1,V2")
+        values = []
+        for text in split_values(raw):
+            if not text:
+                raise ScenarioError(key, f"empty value in --grid {item!r}")
+            _, value = parse_override(f"{key}={text}")
+            values.append(value)
+        grid[key] = values
+    return grid
+
+
+def _check_grid(grid: Mapping[str, Any]) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for key, values in grid.items():
+        if key == "seed":
+            raise ScenarioError("seed", "cannot be a grid key; use --seeds N (runs seed, seed+1, ..., seed+N-1)")
+        if key == "sweep" or key.startswith("sweep."):
+            raise ScenarioError(key, "cannot be a grid key")
+        if not isinstance(values, list) or not values:
+            raise ScenarioError(f"sweep.grid.{key}", "needs a non-empty list of values")
+        seen: list[str] = []
+        for v in values:
+            text = value_text(v)
+            if text in seen:
+                raise ScenarioError(key, f"grid value {text} is listed twice")
+            seen.append(text)
+        out[key] = list(values)
+    return out
+
+
+def value_text(value: Any) -> str:
+    """A value as a one-line YAML scalar that ``--set`` parses back to the same value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isinf(value):
+            return ".inf" if value > 0 else "-.inf"
+        if math.isnan(value):
+            return ".nan"
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**9).strip()
+    if text.endswith("\n..."):
+        text = text[: -len("\n...")]
+    return text.strip()
+
+
+def value_label(value: Any) -> str:
+    """Short readable label of a grid value, for directory names and figure legends."""
+    if isinstance(value, Mapping):
+        return "-".join(value_label(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return "-".join(value_label(v) for v in value)
+    return value_text(value)
+
+
+TAG_KEYS = ("name", "dataset", "dist", "model")
+"""Keys that name a choice in a mapping value (algorithm name, data set, distribution, ...)."""
+
+
+def short_label(value: Any) -> str:
+    """``{name: per_fedavg, variant: hf, alpha: 0.01}`` -> ``per_fedavg-hf``; others as value_label."""
+    if isinstance(value, Mapping):
+        parts = [value[k] for k in TAG_KEYS if k in value] + ([value["variant"]] if "variant" in value else [])
+        if parts:
+            return "-".join(value_label(p) for p in parts)
+    return value_label(value)
+
+
+def grid_labels(values: Sequence[Any]) -> list[str]:
+    """Labels of one grid axis's values: short ones (the choice's name) when they tell the values
+    apart, else the full labels."""
+    short = [short_label(v) for v in values]
+    if len(set(short)) == len(short):
+        return short
+    return [value_label(v) for v in values]
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]")
+_MAX_NAME = 180
+
+
+def run_name(overrides: Mapping[str, Any], seed: int, labels: Mapping[str, Mapping[str, str]] | None = None) -> str:
+    """Deterministic, filesystem-safe directory name, e.g. ``server.max_staleness=4,seed=1``.
+    ``labels``: per key, value_text -> label (see :func:`grid_labels`)."""
+
+    def label(k: str, v: Any) -> str:
+        if labels and k in labels:
+            return labels[k].get(value_text(v), value_label(v))
+        return value_label(v)
+
+    parts = [f"{k}={label(k, v)}" for k, v in overrides.items()] + [f"seed={seed}"]
+    name = _UNSAFE.sub("_", ",".join(parts))
+    if len(name) > _MAX_NAME:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+        name = f"{name[: _MAX_NAME - 11]}~{digest}"
+    return name
+
+
+def _dedupe_names(runs: list[SweepRun]) -> list[SweepRun]:
+    """Distinct points whose labels collide (after sanitising) get a hash of their exact overrides."""
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r.name] = counts.get(r.name, 0) + 1
+    out = []
+    for r in runs:
+        if counts[r.name] > 1:
+            exact = json.dumps(r.overrides, sort_keys=True, default=str)
+            r = replace(r, name=f"{r.name}~{hashlib.sha256(exact.encode()).hexdigest()[:8]}")
+        out.append(r)
+    return out
+
+
+def _strip_key_prefix(exc: ScenarioError) -> str:
+    text = str(exc)
+    prefix = f"{exc.key}: "
+    return text[len(prefix) :] if exc.key and text.startswith(prefix) else text
+
+
+def plan_sweep(
+    source: str | Path | Mapping[str, Any],
+    grid: Mapping[str, list[Any]] | Iterable[str] | None = None,
+    seeds: int | None = None,
+    overrides: Sequence[str] = (),
+    seed: int | None = None,
+    device: str | None = None,
+    base_dir: str | Path | None = None,
+) -> SweepPlan:
+    """Expand and validate a sweep without running anything.
+
+    ``source``: a scenario file or mapping; its ``sweep:`` section (if any) gives a grid and a seed
+    count. ``grid``: {dotted key: [values]} or ``KEY=V1,V2`` strings; it adds to the file's grid,
+    replacing keys given in both. ``seeds``: how many seeds per point (default the file's, else 1);
+    they are seed, seed+1, ... from the scenario's seed (or ``seed``). ``overrides``: ``--set``
+    items applied to the base first. Raises :class:`ScenarioError` naming the key of the first bad
+    key or value, with the point it occurred at."""
+    if isinstance(source, (str, Path)):
+        raw = read_yaml(source)
+        src_name: str | None = str(Path(source).resolve())
+        folder = Path(source).resolve().parent
+    else:
+        raw = copy.deepcopy(dict(source))
+        src_name, folder = None, Path.cwd()
+    if base_dir is not None:
+        folder = Path(base_dir).resolve()
+    if overrides:
+        raw = apply_overrides(raw, list(overrides))
+    if seed is not None:
+        raw["seed"] = seed
+    if device is not None:
+        execution = raw.get("execution") if isinstance(raw.get("execution"), dict) else {}
+        raw["execution"] = {**execution, "device": device}
+    base_scenario = validate(raw)  # the base itself must be valid (also validates its sweep: section)
+    declared = base_scenario.sweep
+    merged: dict[str, list[Any]] = dict(declared.grid) if declared else {}
+    if grid is not None:
+        extra = parse_grid(grid) if not isinstance(grid, Mapping) else {k: list(v) for k, v in grid.items()}
+        merged.update(extra)
+    merged = _check_grid(merged)
+    n_seeds = seeds if seeds is not None else (declared.seeds if declared else 1)
+    if n_seeds < 1:
+        raise UserError(f"--seeds: must be >= 1 (got {n_seeds})")
+    seed_list = [base_scenario.seed + i for i in range(n_seeds)]
+    base = {k: v for k, v in raw.items() if k != "sweep"}
+
+    runs: list[SweepRun] = []
+    keys = list(merged)
+    labels = {k: dict(zip(map(value_text, merged[k]), grid_labels(merged[k]), strict=True)) for k in keys}
+    for combo in itertools.product(*(merged[k] for k in keys)):
+        point = dict(zip(keys, combo, strict=True))
+        items = [f"{k}={value_text(v)}" for k, v in point.items()]
+        label = ",".join(f"{k}={labels[k][value_text(v)]}" for k, v in point.items()) or "(base)"
+        try:
+            data = apply_overrides(base, items)
+        except ScenarioError as exc:
+            raise ScenarioError(exc.key, f"{_strip_key_prefix(exc)} [grid point {label}]") from None
+        for s in seed_list:
+            data_s = {**data, "seed": s}
+            try:
+                scenario = validate(data_s)
+            except ScenarioError as exc:
+                raise ScenarioError(exc.key, f"{_strip_key_prefix(exc)} [grid point {label}]") from None
+            runs.append(SweepRun(run_name(point, s, labels), point, s, scenario))
+    runs = _dedupe_names(runs)
+    return SweepPlan(base, merged, seed_list, runs, folder, src_name, list(overrides))
+
+
+# ------------------------------------------------------------------------------------------------
+# Executing one run (in a worker process, a Ray task, or here)
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """What a worker needs: the resolved scenario as YAML text (picklable, exactly what goes to
+    scenario.yaml), where to write, where relative paths start, the device and torch threads."""
+
+    name: str
+    scenario_yaml: str
+    out_dir: str | None
+    base_dir: str
+    device: str | None
+    threads: int | None
+    command: list[str] | None
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    name: str
+    status: str
+    wall_time_s: float
+    error: str | None = None
+    files: dict[str, bytes] | None = None
+
+
+def execute(task: RunTask) -> RunOutcome:
+    """Run one sweep point with the runner; a divergence is a result, any other error a failure."""
+    from asyncfl.errors import DivergedError
+    from asyncfl.runner import run
+
+    if task.threads:
+        import torch
+
+        torch.set_num_threads(task.threads)
+    t0 = time.perf_counter()
+    try:
+        scenario = validate(parse_yaml(task.scenario_yaml, f"{task.name}/{SCENARIO_FILE}"))
+        result = run(scenario, task.out_dir, base_dir=task.base_dir, device=task.device, command=task.command)
+        status = result.status
+        error = None
+    except DivergedError as exc:
+        status, error = "diverged", exc.one_line()
+    except AsyncFLError as exc:
+        status, error = "failed", exc.one_line()
+    except Exception as exc:
+        tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+        status, error = "failed", f"{type(exc).__name__}: {exc} | {''.join(tb[-3:]).strip()}"
+    return RunOutcome(task.name, status, round(time.perf_counter() - t0, 3), error)
+
+
+def execute_returning_files(task: RunTask) -> RunOutcome:
+    """As :func:`execute`, into a temporary directory whose files are returned (Ray tasks)."""
+    tmp = tempfile.mkdtemp(prefix="asyncfl-run-")
+    try:
+        outcome = execute(replace(task, out_dir=os.path.join(tmp, "run")))
+        run_dir = Path(tmp) / "run"
+        files = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} if run_dir.is_dir() else {}
+        return replace(outcome, files=files)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_returned_files(run_dir: Path, files: Mapping[str, bytes]) -> None:
+    """Data files first, the manifest last (it carries their digests), each atomically."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name in sorted(files, key=lambda n: n == MANIFEST_FILE):
+        if "/" in name or name.startswith("."):
+            continue
+        write_atomic(run_dir / name, files[name])
+
+
+def _init_worker(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------------------------------------
+# The sweep manifest
+# ------------------------------------------------------------------------------------------------
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat()
+
+
+def read_sweep_manifest(sweep_dir: str | Path) -> dict[str, Any]:
+    """``DIR/sweep.json`` as a dict; :class:`RunDirError` if missing or unreadable."""
+    p = Path(sweep_dir) / SWEEP_FILE
+    if not p.is_file():
+        raise RunDirError(f"{sweep_dir}: not a sweep directory ({SWEEP_FILE} is missing)")
+    try:
+        data = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise RunDirError(f"{p}: unreadable sweep manifest (not JSON)") from None
+    if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
+        raise RunDirError(f"{p}: not an asyncfl sweep manifest (no runs list)")
+    return data
+
+
+class _Manifest:
+    def __init__(self, out: Path, plan: SweepPlan, backend: str, created: str | None) -> None:
+        import asyncfl
+
+        self.path = out / SWEEP_FILE
+        self.head: dict[str, Any] = {
+            "asyncfl": asyncfl.__version__,
+            "scenario": plan.source,
+            "base_dir": str(plan.base_dir),
+            "set": plan.overrides,
+            "grid": plan.grid,
+            "seeds": plan.seeds,
+            "backend": backend,
+            "created": created or _now(),
+        }
+        self.base = plan.base
+        self.runs: dict[str, SweepRun] = {r.name: r for r in plan.runs}
+
+    def update(self, run: SweepRun) -> None:
+        self.runs[run.name] = run
+        self.write()
+
+    def write(self) -> None:
+        body = {
+            **self.head,
+            "updated": _now(),
+            "counts": _counts(self.runs.values()),
+            "base_scenario": self.base,
+            "runs": [r.entry() for r in self.runs.values()],
+        }
+        write_atomic(self.path, (json.dumps(body, indent=2, default=str) + "\n").encode())
+
+
+def _counts(runs: Iterable[SweepRun]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in runs:
+        out[r.status] = out.get(r.status, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in list(a) + [k for k in b if k not in a]:
+            if a.get(k) != b.get(k):
+                return _first_difference(a.get(k), b.get(k), f"{prefix}{k}.")
+    return f"{prefix.rstrip('.')}: {a!r} there, {b!r} now"
+
+
+def _existing_state(run_dir: Path, scenario: Scenario) -> tuple[str, str | None]:
+    """('done', status) if the directory holds this finished run; ('redo', None) if it must be
+    (re)run; ('other', difference) if it holds a different scenario."""
+    if not run_dir.exists():
+        return "redo", None
+    try:
+        result = load_run(run_dir)
+    except RunDirError:
+        return "redo", None  # unfinished or damaged: it is cleared and rerun
+    if result.status not in FINISHED:
+        return "redo", None
+    try:
+        there = validate(parse_yaml((run_dir / SCENARIO_FILE).read_text()))
+    except (AsyncFLError, UnicodeDecodeError, OSError):
+        return "redo", None
+    if there != scenario:
+        return "other", _first_difference(there.model_dump(mode="json"), scenario.model_dump(mode="json"))
+    return "done", result.status
+
+
+# ------------------------------------------------------------------------------------------------
+# Running
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """What a sweep did: its directory and every run with its final status."""
+
+    out_dir: Path
+    runs: list[SweepRun]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return _counts(self.runs)
+
+    @property
+    def failed(self) -> list[SweepRun]:
+        return [r for r in self.runs if r.status not in FINISHED]
+
+    def frame(self) -> Any:
+        """The tidy metrics of every run (:func:`asyncfl.results.load_sweep`)."""
+        from asyncfl.results import load_sweep
+
+        return load_sweep(self.out_dir)
+
+
+def default_threads(workers: int) -> int:
+    """Torch threads per run for the local backend: the cores shared among the workers."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def run_sweep(
+    plan: SweepPlan,
+    out_dir: str | Path,
+    *,
+    backend: str = "local",
+    workers: int = 1,
+    threads: int | None = None,
+    ray_address: str | None = None,
+    gpus_per_run: float = 0.0,
+    cpus_per_run: float = 1.0,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+    command: list[str] | None = None,
+) -> SweepResult:
+    """Run every run of ``plan`` that is not already finished in ``out_dir``.
+
+    ``workers``: runs at once (local: processes; ray: tasks in flight). ``threads``: torch threads
+    per run (default: local, cores // workers; ray, ``cpus_per_run`` rounded up). ``force``:
+    rerun everything. Runs that fail are recorded (status ``failed`` with the error) and the rest go
+    on; a run that diverges is a result (``diverged``). Raises :class:`SweepFailedError` at the end
+    if any run failed."""
+    if backend not in BACKENDS:
+        raise UserError(f"--backend: unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+    if workers < 1:
+        raise UserError(f"--workers: must be >= 1 (got {workers})")
+    if gpus_per_run < 0 or cpus_per_run <= 0:
+        raise UserError("--gpus-per-run must be >= 0 and --cpus-per-run > 0")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"--out {out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / SWEEP_FILE).is_file() and not force:
+        raise RunDirError(f"--out {out}: directory is not empty and is not an asyncfl sweep; use another --out")
+    created = None
+    if (out / SWEEP_FILE).is_file():
+        try:
+            created = read_sweep_manifest(out).get("created")
+        except RunDirError:
+            created = None
+
+    # Decide, before anything runs, what is kept and what is (re)run.
+    todo: list[SweepRun] = []
+    runs: list[SweepRun] = []
+    for r in plan.runs:
+        run_dir = out / r.name
+        state, info = ("redo", None) if force else _existing_state(run_dir, r.scenario)
+        if state == "other":
+            raise RunDirError(
+                f"--out {out}: run {r.name} there was made from a different scenario ({info}); "
+                "use another --out, or --force to rerun it"
+            )
+        if state == "done":
+            runs.append(replace(r, status=str(info), skipped=True))
+        else:
+            runs.append(r)
+            todo.append(r)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = _Manifest(out, replace(plan, runs=runs), backend, created)
+    manifest.write()
+    for r in runs:
+        if r.skipped and progress is not None:
+            progress("skip", r)
+    for r in todo:
+        if (out / r.name).exists():
+            shutil.rmtree(out / r.name)
+
+    base_dir = str(plan.base_dir)
+    tasks = [
+        RunTask(r.name, dump_scenario(r.scenario), str(out / r.name), base_dir, None, None, command) for r in todo
+    ]
+    by_name = {r.name: r for r in todo}
+
+    def finish(outcome: RunOutcome) -> None:
+        r = replace(by_name[outcome.name], status=outcome.status, wall_time_s=outcome.wall_time_s, error=outcome.error)
+        manifest.update(r)
+        if progress is not None:
+            progress("done", r)
+
+    def started(name: str) -> None:
+        r = replace(by_name[name], status="running")
+        manifest.update(r)
+        if progress is not None:
+            progress("start", r)
+
+    try:
+        if backend == "ray":
+            _run_ray(tasks, out, workers, ray_address, gpus_per_run, cpus_per_run, threads, started, finish)
+        else:
+            _run_local(tasks, workers, threads, started, finish)
+    except BaseException:
+        for name, r in manifest.runs.items():
+            if r.status == "running":
+                manifest.runs[name] = replace(r, status="interrupted")
+        manifest.write()
+        raise
+    result = SweepResult(out, list(manifest.runs.values()))
+    if result.failed:
+        first = result.failed[0]
+        raise SweepFailedError(
+            f"{len(result.failed)} of {len(result.runs)} runs failed (see {out / SWEEP_FILE}); "
+            f"first: {first.name}: {first.error}; rerun the same command to retry them"
+        )
+    return result
+
+
+def _run_local(
+    tasks: list[RunTask],
+    workers: int,
+    threads: int | None,
+    started: Callable[[str], None],
+    finish: Callable[[RunOutcome], None],
+) -> None:
+    if not tasks:
+        return
+    workers = min(workers, len(tasks))
+    n_threads = threads if threads is not None else default_threads(workers)
+    if workers == 1:
+        import torch
+
+        before = torch.get_num_threads()
+        try:
+            for t in tasks:
+                started(t.name)
+                finish(execute(replace(t, threads=n_threads)))
+        finally:
+            torch.set_num_threads(before)
+        return
+
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(n_threads,))
+    queue = list(tasks)
+    pending: dict[Future[RunOutcome], str] = {}
+    try:
+        # Keep exactly `workers` runs submitted, so "running" in sweep.json means running.
+        while queue or pending:
+            while queue and len(pending) < workers:
+                t = queue.pop(0)
+                pending[pool.submit(execute, t)] = t.name
+                started(t.name)
+            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            for fut in done:
+                name = pending.pop(fut)
+                try:
+                    outcome = fut.result()
+                except Exception as exc:  # the worker process died (killed, out of memory)
+                    outcome = RunOutcome(name, "failed", 0.0, f"worker died: {type(exc).__name__}: {exc}")
+                finish(outcome)
+    except BaseException:
+        _terminate_pool(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _terminate_pool(pool: Any) -> None:
+    """Stop a process pool now: cancel queued runs and end the worker processes it started."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    terminate = getattr(pool, "terminate_workers", None)  # Python >= 3.14
+    if terminate is not None:
+        terminate()
+        return
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        if proc.is_alive():
+            proc.terminate()
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.join(timeout=5)
+
+
+def _run_ray(
+    tasks: list[RunTask],
+    out: Path,
+    workers: int,
+    address: str | None,
+    gpus_per_run: float,
+    cpus_per_run: float,
+    threads: int | None,
+    started: Callable[[str], None],
+    finish: Callable[[RunOutcome], None],
+) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--backend ray needs Ray: pip install 'asyncfl[ray]'") from None
+    if not tasks:
+        return
+    we_started = False
+    if not ray.is_initialized():
+        try:
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(include_dashboard=False, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise UserError(f"--ray-address {address}: cannot connect to Ray: {exc}") from None
+        we_started = True
+    n_threads = threads if threads is not None else max(1, math.ceil(cpus_per_run))
+    remote = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)(execute_returning_files)
+    queue = list(tasks)
+    pending: dict[Any, str] = {}
+    try:
+        while queue or pending:
+            while queue and len(pending) < workers:
+                t = queue.pop(0)
+                pending[remote.remote(replace(t, threads=n_threads, out_dir=None))] = t.name
+                started(t.name)
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                name = pending.pop(ref)
+                try:
+                    outcome = ray.get(ref)
+                except Exception as exc:  # the task or its worker died
+                    outcome = RunOutcome(name, "failed", 0.0, f"ray task failed: {type(exc).__name__}: {exc}")
+                if outcome.files:
+                    _write_returned_files(out / name, outcome.files)
+                finish(replace(outcome, files=None))
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        if we_started:
+            ray.shutdown()
+
+
+def sweep(
+    source: str | Path | Mapping[str, Any],
+    out_dir: str | Path,
+    *,
+    grid: Mapping[str, list[Any]] | Iterable[str] | None = None,
+    seeds: int | None = None,
+    overrides: Sequence[str] = (),
+    seed: int | None = None,
+    device: str | None = None,
+    base_dir: str | Path | None = None,
+    **kwargs: Any,
+) -> SweepResult:
+    """Plan (see :func:`plan_sweep`) and run (see :func:`run_sweep`) a sweep in one call."""
+    plan = plan_sweep(source, grid, seeds, overrides, seed, device, base_dir)
+    return run_sweep(plan, out_dir, **kwargs)
+
+
+__all__ = [
+    "BACKENDS",
+    "SWEEP_FILE",
+    "RunOutcome",
+    "RunTask",
+    "SweepFailedError",
+    "SweepPlan",
+    "SweepResult",
+    "SweepRun",
+    "execute",
+    "grid_labels",
+    "parse_grid",
+    "plan_sweep",
+    "read_sweep_manifest",
+    "run_name",
+    "run_sweep",
+    "sweep",
+    "value_label",
+    "value_text",
+]
