@@ -12,6 +12,7 @@ the mean of the client models.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -149,6 +150,57 @@ class TorchBackend:
                 raise DivergedError(name, int(version))
         out["versions_held"] = float(len(self.versions))
         return out
+
+    # -- checkpoint state ---------------------------------------------------------------------------
+    def state(self) -> tuple[dict[str, Any], dict[str, Tensor]]:
+        """Everything needed to continue exactly: plain data (JSON) and named tensors.
+
+        Tensors: every live version, computed-but-unused updates, local client models. Pending
+        jobs are saved as (task, client, base version, counter): they are recomputed on resume,
+        in the same chunk composition as the uninterrupted run would use."""
+        tensors: dict[str, Tensor] = {f"version/{v}": self.versions.get(ModelVersion(v)) for v in self.versions.live()}
+        tensors["w0"] = self._w0
+        for task, delta in self.executor.results.items():
+            tensors[f"result/{task}"] = delta
+        for client, w in self.client_models.items():
+            tensors[f"client/{client}"] = w
+        jobs = [[j.task, j.client, self._task_base[j.task], j.counter] for j in self.executor.pending.values()]
+        done = [[t, self._task_client[t], self._task_base[t]] for t in self.executor.results]
+        data = {
+            "version": int(self.version),
+            "refs": {str(v): self.versions.refs(ModelVersion(v)) for v in self.versions.live()},
+            "peak": self.versions.peak,
+            "pending_jobs": jobs,
+            "computed": done,
+        }
+        return data, {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+
+    def load_state(self, data: dict[str, Any], tensors: dict[str, Tensor]) -> None:
+        """Restore :meth:`state` into a freshly built backend of the same scenario."""
+        dev, dtype = self._w0.device, self._w0.dtype
+
+        def t(name: str) -> Tensor:
+            return tensors[name].to(device=dev, dtype=dtype)
+
+        self._w0 = t("w0")
+        self.versions = VersionStore()
+        for v, refs in sorted(data["refs"].items(), key=lambda kv: int(kv[0])):
+            self.versions.put(ModelVersion(int(v)), t(f"version/{v}"))
+            for _ in range(int(refs) - 1):
+                self.versions.acquire(ModelVersion(int(v)))
+        self.versions.peak = int(data["peak"])
+        self.version = ModelVersion(int(data["version"]))
+        self.client_models = {int(k.split("/", 1)[1]): t(k) for k in tensors if k.startswith("client/")}
+        self._task_base, self._task_client = {}, {}
+        self.executor.pending.clear()
+        self.executor.results.clear()
+        for task, client, base, counter in data["pending_jobs"]:
+            self._task_base[task], self._task_client[task] = base, client
+            w = self.client_models.get(client, self._w0) if base < 0 else self.versions.get(ModelVersion(base))
+            self.executor.submit(task, client, w, counter)
+        for task, client, base in data["computed"]:
+            self._task_base[task], self._task_client[task] = base, client
+            self.executor.results[task] = t(f"result/{task}")
 
     # -- helpers ----------------------------------------------------------------------------------
     def _pick_eval_clients(self) -> list[int] | None:

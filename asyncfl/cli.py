@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -39,7 +40,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="run directory (default: runs/<name>-seed<seed>)")
     p.add_argument("--force", action="store_true", help="write into a non-empty directory that is not a run")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
+    p.add_argument("--checkpoint-every", default=None, metavar="N|Ns",
+                   help="checkpoint every N server steps, or every N wall-clock seconds with a trailing s")
     _add_run_args(p)
+
+    p = sub.add_parser("resume", help="continue a killed or interrupted run from its last checkpoint")
+    p.add_argument("dir", help="run directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
 
     p = sub.add_parser("validate", help="check a scenario file and print it fully resolved")
     p.add_argument("file")
@@ -108,37 +116,65 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_progress(label: str, quiet: bool, fn: Callable[..., Any]) -> int:
+    """Call ``fn(progress=...)`` under a progress bar; print the summary table at the end."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from asyncfl.runner import RunInterrupted
+
+    console = Console(stderr=True)
+    try:
+        if quiet:
+            result = fn(progress=None)
+        else:
+            with Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                TimeElapsedColumn(), console=console, transient=True,
+            ) as bar:
+                task = bar.add_task(label, total=1.0)
+
+                def progress(frac: float, _: dict[str, Any]) -> None:
+                    bar.update(task, completed=min(max(frac, 0.0), 1.0))
+
+                result = fn(progress=progress)
+    except DivergedError as exc:
+        res = getattr(exc, "result", None)
+        if res is not None and not quiet:
+            print_summary(res, console)
+        raise
+    except RunInterrupted as exc:
+        if not quiet:
+            print_summary(exc.result, console)
+        sys.stderr.write(f"asyncfl: {exc}\n")
+        return exc.exit_code
+    if not quiet:
+        print_summary(result, console)
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from asyncfl.runner import run
 
     scenario, base_dir = _load(args)
     out = Path(args.out) if args.out else Path("runs") / f"{scenario.name}-seed{scenario.seed}"
     command = ["asyncfl", *sys.argv[1:]]
-    if args.quiet:
-        result = run(scenario, out, base_dir=base_dir, force=args.force, command=command)
-    else:
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    return _with_progress(
+        scenario.name,
+        args.quiet,
+        lambda progress: run(
+            scenario, out, base_dir=base_dir, force=args.force, progress=progress, command=command,
+            checkpoint_every=args.checkpoint_every,
+        ),
+    )
 
-        console = Console(stderr=True)
-        with Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-            TimeElapsedColumn(), console=console, transient=True,
-        ) as bar:
-            task = bar.add_task(scenario.name, total=1.0)
 
-            def progress(frac: float, _: dict[str, Any]) -> None:
-                bar.update(task, completed=min(max(frac, 0.0), 1.0))
+def cmd_resume(args: argparse.Namespace) -> int:
+    from asyncfl.runner import resume
 
-            try:
-                result = run(scenario, out, base_dir=base_dir, force=args.force, progress=progress, command=command)
-            except DivergedError as exc:
-                res = getattr(exc, "result", None)
-                if res is not None:
-                    print_summary(res, console)
-                raise
-        print_summary(result, console)
-    return 0
+    return _with_progress(
+        Path(args.dir).name, args.quiet, lambda progress: resume(args.dir, device=args.device, progress=progress)
+    )
 
 
 def print_summary(result: Any, console: Any = None) -> None:
@@ -164,6 +200,7 @@ def print_summary(result: Any, console: Any = None) -> None:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
+    "resume": cmd_resume,
     "validate": cmd_validate,
     "schema": cmd_schema,
     "data": cmd_data,
@@ -183,6 +220,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("asyncfl: interrupted\n")
         return 130
     except BrokenPipeError:
+        return EXIT_FAILED
+    except Exception as exc:  # an internal bug: one line for users, the traceback on request
+        if os.environ.get("ASYNCFL_DEBUG"):
+            raise
+        sys.stderr.write(
+            f"asyncfl: internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]} "
+            "(rerun with ASYNCFL_DEBUG=1 for the traceback; please report it)\n"
+        )
         return EXIT_FAILED
 
 

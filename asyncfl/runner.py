@@ -7,10 +7,14 @@ directory (the resolved scenario, the seed, the versions, the device).
 from __future__ import annotations
 
 import datetime as _dt
+import io
+import json
 import platform
+import signal
+import threading
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,30 +25,39 @@ import torch
 
 from asyncfl.algorithms.registry import build_rule
 from asyncfl.backend import TorchBackend
-from asyncfl.config.loader import dump_scenario
+from asyncfl import checkpoint
+from asyncfl.checkpoint import Checkpointer
+from asyncfl.config.loader import dump_scenario, load_scenario
 from asyncfl.config.schema import Scenario
 from asyncfl.data.base import FederatedData
 from asyncfl.data.registry import build_data
-from asyncfl.errors import DivergedError, UserError
+from asyncfl.errors import (
+    EXIT_INTERRUPTED_SIGINT,
+    EXIT_INTERRUPTED_SIGTERM,
+    DivergedError,
+    RunDirError,
+    UserError,
+)
 from asyncfl.executor import Executor
 from asyncfl.models.base import FlatModel
 from asyncfl.models.registry import build_model
+from asyncfl.resources import check_built, check_scenario
 from asyncfl.rundir import (
     EVENTS_FILE,
+    MANIFEST_FILE,
     METRICS_FILE,
     SCENARIO_FILE,
     RunResult,
     csv_bytes,
+    load_run,
     prepare_out_dir,
     write_atomic,
     write_manifest,
 )
-from asyncfl.sim.availability import make_availability
 from asyncfl.sim.engine import Engine, EngineResult
 from asyncfl.sim.records import EVENT_COLUMNS, METRIC_COLUMNS
-from asyncfl.sim.system import SystemModel
-from asyncfl.staleness import weight_fn
 
+RUN_INFO_FILE = "run.json"
 ProgressFn = Callable[[float, dict[str, Any]], None]
 
 
@@ -69,10 +82,30 @@ class Built:
     engine: Engine
 
 
-def build(scenario: Scenario, base_dir: Path | None = None, device: str | None = None) -> Built:
-    """Construct data, model, rule, backend and engine for ``scenario`` (nothing runs yet)."""
+def absolutize(scenario: Scenario, base_dir: Path) -> Scenario:
+    """The scenario with relative paths (data.root, system.profile) made absolute against
+    ``base_dir`` (the scenario file's folder), so the resolved scenario.yaml reruns anywhere."""
+    update: dict[str, Any] = {}
+    root = getattr(scenario.data, "root", None)
+    if root is not None and not Path(root).is_absolute():
+        update["data"] = scenario.data.model_copy(update={"root": str((base_dir / root).resolve())})
+    profile = scenario.system.profile
+    if profile is not None and not Path(profile).is_absolute():
+        update["system"] = scenario.system.model_copy(update={"profile": str((base_dir / profile).resolve())})
+    return scenario.model_copy(update=update) if update else scenario
+
+
+def build(
+    scenario: Scenario,
+    base_dir: Path | None = None,
+    device: str | None = None,
+    snapshot: dict[str, Any] | None = None,
+) -> Built:
+    """Construct data, model, rule, backend and engine for ``scenario`` (nothing runs yet).
+    With ``snapshot`` (an engine snapshot), the engine continues from that state."""
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     dev = resolve_device(device or scenario.execution.device)
+    check_scenario(scenario, dev)
     dtype = torch.float64 if scenario.execution.dtype == "float64" else torch.float32
     data = build_data(scenario.data, scenario.clients.count, scenario.seed, base).to(dev, dtype)
     model = build_model(scenario.model, data)
@@ -84,25 +117,23 @@ def build(scenario: Scenario, base_dir: Path | None = None, device: str | None =
     executor = Executor(
         model, rule, data, scenario.seed, scenario.execution.batching, scenario.execution.max_batch, budget
     )
+    n_max = int(data.train_sizes.max()) if data.num_clients else 0
+    feat = float(np.prod(data.input_shape)) * data.train_x.element_size()
+    eval_clients = scenario.eval.clients or data.num_clients
+    check_built(
+        float(data.nbytes()),
+        float(model_bytes),
+        (scenario.server.clients_per_round if scenario.server.mode == "sync" else scenario.server.concurrency) + 2,
+        float(budget),
+        float(eval_clients) * n_max * feat * 2 + eval_clients * model_bytes * 4.0,
+        dev,
+    )
     backend = TorchBackend(model, rule, data, w0, scenario.server, scenario.eval, scenario.seed, executor, model_bytes)
-    work = np.array([backend.task_work(c) for c in range(data.num_clients)], dtype=np.float64)
     multiplier = None
     if scenario.system.speed_by_label > 0:
         frac = data.mean_label_fraction()
         multiplier = 1.0 + scenario.system.speed_by_label * (frac - 0.5)
-    system = SystemModel(scenario.system, data.num_clients, scenario.seed, work, model_bytes, multiplier, base)
-    availability = make_availability(scenario.system.availability, data.num_clients, scenario.seed)
-    engine = Engine(
-        server=scenario.server,
-        stop=scenario.stop,
-        eval_cfg=scenario.eval,
-        num_clients=data.num_clients,
-        system=system,
-        availability=availability,
-        backend=backend,
-        seed=scenario.seed,
-        weight_fn=weight_fn(scenario.server.staleness_weight),
-    )
+    engine = Engine.from_scenario(scenario, backend, base, multiplier, snapshot=snapshot)
     return Built(scenario, dev, data, model, backend, engine)
 
 
@@ -152,23 +183,6 @@ def summarize_events(events: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def frames(result: EngineResult) -> tuple[pd.DataFrame, pd.DataFrame]:
-    metrics = pd.DataFrame(list(result.metrics), columns=list(METRIC_COLUMNS))
-    events = pd.DataFrame(list(result.events), columns=list(EVENT_COLUMNS))
-    return metrics, events
-
-
-def write_outputs(
-    run_dir: Path, result: EngineResult, manifest: dict[str, Any]
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """Write metrics.csv and events.csv (atomically), then the manifest with their digests."""
-    write_atomic(run_dir / METRICS_FILE, csv_bytes(METRIC_COLUMNS, result.metrics))
-    write_atomic(run_dir / EVENTS_FILE, csv_bytes(EVENT_COLUMNS, result.events))
-    metrics, events = frames(result)
-    write_manifest(run_dir, manifest)
-    return metrics, events, manifest
-
-
 def final_metrics(metrics: pd.DataFrame) -> dict[str, float]:
     if not len(metrics):
         return {}
@@ -177,8 +191,185 @@ def final_metrics(metrics: pd.DataFrame) -> dict[str, float]:
     return {str(r.metric): float(r.value) for r in last.itertuples()}
 
 
-def run(
+class _Signals:
+    """SIGINT/SIGTERM ask the engine to stop at the next event boundary (main thread only)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.received: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signum
+        self.engine.request_stop()
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def parse_checkpoint_every(value: str | int | None) -> tuple[str, float] | None:
+    """``N`` server steps, or ``Ns`` wall-clock seconds (e.g. ``300s``)."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    try:
+        if text.endswith("s"):
+            secs = float(text[:-1])
+            if secs > 0:
+                return ("seconds", secs)
+        else:
+            steps = int(text)
+            if steps > 0:
+                return ("steps", float(steps))
+    except ValueError:
+        pass
+    raise UserError(f"--checkpoint-every: {value!r} is neither a positive number of server steps nor seconds like 300s")
+
+
+class _Session:
+    """One execution of an engine, with checkpoints, signals and the final write."""
+
+    def __init__(
+        self,
+        built: Built,
+        run_dir: Path | None,
+        checkpoint_every: tuple[str, float] | None,
+        progress: ProgressFn | None,
+        generation: int = 0,
+    ) -> None:
+        self.built = built
+        self.run_dir = run_dir
+        self.every = checkpoint_every
+        self.progress = progress
+        self.ckpt = Checkpointer(run_dir, generation) if run_dir is not None else None
+        self._last_steps = built.engine.counts["server_steps"]
+        self._last_time = time.monotonic()
+        built.engine.on_step = self._on_step
+
+    def _on_step(self, engine: Engine) -> None:
+        if self.progress is not None:
+            self.progress(engine.progress(), {})
+        if self.every is None or self.ckpt is None:
+            return
+        kind, n = self.every
+        steps = engine.counts["server_steps"]
+        now = time.monotonic()
+        if (kind == "steps" and steps - self._last_steps >= n) or (kind == "seconds" and now - self._last_time >= n):
+            self.checkpoint()
+            self._last_steps, self._last_time = steps, now
+
+    def checkpoint(self) -> None:
+        assert self.ckpt is not None
+        engine = self.built.engine
+        events, metrics = engine.drain_records()
+        sizes = self.ckpt.flush_records(events, metrics)
+        data, tensors = self.built.backend.state()
+        info = {"checkpoint_every": None if self.every is None else list(self.every)}
+        self.ckpt.save(engine.snapshot(), data, tensors, sizes, info)
+
+    def execute(self) -> tuple[EngineResult, str, BaseException | None, int | None]:
+        """Run the engine; returns (result, status, error, signal)."""
+        engine = self.built.engine
+        with _Signals(engine) as sigs:
+            try:
+                result = engine.run()
+            except DivergedError as exc:
+                return engine.result(), "diverged", exc, None
+            except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - recorded as status failed, re-raised
+                return engine.result(), "failed", exc, None
+        if sigs.received is not None and not engine.finished:
+            if self.ckpt is not None:
+                self.checkpoint()
+                result = engine.result()
+            return result, "interrupted", None, sigs.received
+        return result, "completed", None, None
+
+
+def _final_bytes(run_dir: Path | None, name: str, columns: tuple[str, ...], rows: Any) -> bytes:
+    """Partial records already flushed by checkpoints, then the rest."""
+    body = csv_bytes(columns, rows)
+    if run_dir is None:
+        return body
+    partial = checkpoint.read_partial(run_dir, name)
+    return partial + body.split(b"\n", 1)[1] if partial else body
+
+
+def _finish(
+    session: _Session,
     scenario: Scenario,
+    result: EngineResult,
+    status: str,
+    error: BaseException | None,
+    started: str,
+    t0: float,
+    command: list[str] | None,
+    previous_wall: float = 0.0,
+) -> RunResult:
+    built, run_dir = session.built, session.run_dir
+    ev_bytes = _final_bytes(run_dir, checkpoint.EVENTS_PARTIAL, EVENT_COLUMNS, result.events)
+    me_bytes = _final_bytes(run_dir, checkpoint.METRICS_PARTIAL, METRIC_COLUMNS, result.metrics)
+    metrics = pd.read_csv(io.BytesIO(me_bytes))
+    events = pd.read_csv(io.BytesIO(ev_bytes))
+    manifest: dict[str, Any] = {
+        "status": status,
+        "name": scenario.name,
+        "seed": scenario.seed,
+        "command": command,
+        **environment_info(built.device),
+        "started": started,
+        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+        "wall_time_s": round(previous_wall + time.perf_counter() - t0, 3),
+        "sim_time": float(result.sim_time),
+        "server_version": int(result.version),
+        "stop_reason": result.stop_reason,
+        **summarize_events(events),
+        "versions_peak": built.backend.versions.peak,
+        "model_params": built.model.num_params,
+        "model_bytes": built.backend.model_bytes,
+        "final_metrics": final_metrics(metrics),
+    }
+    if isinstance(error, DivergedError):
+        manifest["divergence"] = {"what": error.what, "server_version": error.server_version, "client": error.client}
+    elif error is not None:
+        manifest["error"] = f"{type(error).__name__}: {error}"
+    if run_dir is not None:
+        write_atomic(run_dir / METRICS_FILE, me_bytes)
+        write_atomic(run_dir / EVENTS_FILE, ev_bytes)
+        write_manifest(run_dir, manifest)
+        if status in ("completed", "diverged"):
+            checkpoint.clear(run_dir)
+    return RunResult(run_dir, manifest, metrics, events)
+
+
+def _conclude(out: RunResult, error: BaseException | None, sig: int | None) -> RunResult:
+    if error is not None:
+        if isinstance(error, DivergedError):
+            error.result = out  # type: ignore[attr-defined]
+        raise error
+    if sig is not None:
+        raise RunInterrupted(out, sig)
+    return out
+
+
+class RunInterrupted(Exception):
+    """SIGINT/SIGTERM stopped the run; results so far and a checkpoint are written."""
+
+    def __init__(self, result: RunResult, signum: int) -> None:
+        self.result = result
+        self.signum = signum
+        self.exit_code = EXIT_INTERRUPTED_SIGINT if signum == signal.SIGINT else EXIT_INTERRUPTED_SIGTERM
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; resume with: asyncfl resume {result.run_dir}")
+
+
+def run(
+    scenario: Scenario | str | Path | Mapping[str, Any],
     out_dir: str | Path | None = None,
     *,
     base_dir: str | Path | None = None,
@@ -186,54 +377,79 @@ def run(
     force: bool = False,
     progress: ProgressFn | None = None,
     command: list[str] | None = None,
+    checkpoint_every: str | int | None = None,
 ) -> RunResult:
-    """Run ``scenario``; write the run directory if ``out_dir`` is given. Returns the result.
+    """Run ``scenario`` (a Scenario, a scenario file or a mapping); write the run directory if
+    ``out_dir`` is given; return the result.
 
     A run that diverges (NaN/Inf) keeps its records, gets status ``diverged`` and re-raises
-    :class:`DivergedError` after writing (callers map it to exit code 3)."""
-    started = _dt.datetime.now(_dt.timezone.utc)
+    :class:`DivergedError` (exit code 3). SIGINT/SIGTERM write the records so far, a checkpoint and
+    status ``interrupted``, then raise :class:`RunInterrupted`; ``asyncfl resume DIR`` continues."""
+    if not isinstance(scenario, Scenario):
+        if isinstance(scenario, (str, Path)) and base_dir is None:
+            base_dir = Path(scenario).resolve().parent
+        scenario = load_scenario(scenario)
+    base = Path(base_dir).resolve() if base_dir is not None else Path.cwd()
+    scenario = absolutize(scenario, base)
+    every = parse_checkpoint_every(checkpoint_every)
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat()
     t0 = time.perf_counter()
     run_dir = prepare_out_dir(Path(out_dir), force=force) if out_dir is not None else None
     if run_dir is not None:
+        checkpoint.clear(run_dir)
+        for name in (MANIFEST_FILE, METRICS_FILE, EVENTS_FILE):
+            (run_dir / name).unlink(missing_ok=True)
         write_atomic(run_dir / SCENARIO_FILE, dump_scenario(scenario).encode())
-    built = build(scenario, Path(base_dir) if base_dir else None, device)
-    if progress is not None:
-        built.engine.on_step = lambda eng: progress(eng.progress(), {})
-    status = "completed"
-    error: DivergedError | None = None
+        write_atomic(
+            run_dir / RUN_INFO_FILE,
+            json.dumps({"command": command, "checkpoint_every": checkpoint_every, "started": started}).encode(),
+        )
+    built = build(scenario, base, device)
+    session = _Session(built, run_dir, every, progress)
+    result, status, error, sig = session.execute()
+    out = _finish(session, scenario, result, status, error, started, t0, command)
+    return _conclude(out, error, sig)
+
+
+def resume(
+    run_dir: str | Path,
+    *,
+    device: str | None = None,
+    progress: ProgressFn | None = None,
+    command: list[str] | None = None,
+) -> RunResult:
+    """Continue a killed or interrupted run from its last checkpoint (from the start if it has
+    none); the finished directory is byte-identical in metrics.csv and events.csv to a run that
+    was never stopped (CPU)."""
+    d = Path(run_dir)
+    if not (d / SCENARIO_FILE).is_file():
+        raise RunDirError(f"{d}: not an asyncfl run directory ({SCENARIO_FILE} missing)")
     try:
-        result = built.engine.run()
-    except DivergedError as exc:
-        status, error = "diverged", exc
-        result = built.engine.result()
-    metrics, events = frames(result)
-    summary = summarize_events(events)
-    manifest: dict[str, Any] = {
-        "status": status,
-        "name": scenario.name,
-        "seed": scenario.seed,
-        "command": command,
-        **environment_info(built.device),
-        "started": started.isoformat(),
-        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-        "wall_time_s": round(time.perf_counter() - t0, 3),
-        "sim_time": float(result.sim_time),
-        "server_version": int(result.version),
-        **summary,
-        "versions_peak": built.backend.versions.peak,
-        "model_params": built.model.num_params,
-        "model_bytes": built.backend.model_bytes,
-        "final_metrics": final_metrics(metrics),
-    }
-    if error is not None:
-        manifest["divergence"] = {"what": error.what, "server_version": error.server_version, "client": error.client}
-    if run_dir is not None:
-        write_outputs(run_dir, result, manifest)
-    out = RunResult(run_dir, manifest, metrics, events)
-    if error is not None:
-        error.result = out  # type: ignore[attr-defined]
-        raise error
-    return out
+        done = load_run(d)
+        if done.status == "completed":
+            checkpoint.clear(d)
+            return done
+    except RunDirError:
+        pass
+    scenario = load_scenario(d / SCENARIO_FILE)
+    info: dict[str, Any] = {}
+    if (d / RUN_INFO_FILE).is_file():
+        info = json.loads((d / RUN_INFO_FILE).read_text())
+    started = str(info.get("started") or _dt.datetime.now(_dt.timezone.utc).isoformat())
+    every = parse_checkpoint_every(info.get("checkpoint_every"))
+    t0 = time.perf_counter()
+    if checkpoint.has_checkpoint(d):
+        ckpt = checkpoint.load_checkpoint(d)
+        built = build(scenario, d, device, snapshot=ckpt.engine)
+        built.backend.load_state(ckpt.backend, ckpt.tensors)
+        session = _Session(built, d, every, progress, ckpt.generation)
+    else:
+        checkpoint.clear(d)
+        built = build(scenario, d, device)
+        session = _Session(built, d, every, progress)
+    result, status, error, sig = session.execute()
+    out = _finish(session, scenario, result, status, error, started, t0, command or info.get("command"))
+    return _conclude(out, error, sig)
 
 
-__all__ = ["Built", "build", "resolve_device", "run"]
+__all__ = ["Built", "RunInterrupted", "build", "resolve_device", "resume", "run"]
