@@ -1,0 +1,271 @@
+"""Reliability: killed runs resume byte-identically, clean stops, divergence, fuzzed inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import asyncfl
+from asyncfl.cli import main
+from asyncfl.config import dump_scenario, load_scenario
+from asyncfl.errors import RunDirError
+from tests.conftest import write_scenario
+
+# A run that takes a few seconds, so kills land at many different points.
+LONG = {"stop": {"server_steps": 300}, "eval": {"every_steps": 25}, "clients": {"count": 30},
+        "server": {"mode": "buffered", "concurrency": 8, "buffer_size": 3, "max_staleness": 10,
+                   "staleness_weight": {"name": "hinge", "a": 10.0, "b": 2}, "lr": 1.0}}
+
+
+def _long_scenario(tmp_path: Path, tiny: dict[str, Any]) -> Path:
+    data = {**tiny, **LONG}
+    return write_scenario(tmp_path / "long.yaml", data)
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "asyncfl", *args]
+
+
+def _same_outputs(a: Path, b: Path) -> None:
+    for name in ("metrics.csv", "events.csv"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_sigkill_at_random_points_then_resume_is_byte_identical(tmp_path: Path, tiny: dict[str, Any]) -> None:
+    scen = _long_scenario(tmp_path, tiny)
+    ref = tmp_path / "ref"
+    t0 = time.monotonic()
+    subprocess.run(_cli("run", str(scen), "--out", str(ref), "--quiet"), check=True)
+    full = time.monotonic() - t0
+    rng = random.Random(7)
+    kills = 0
+    for i in range(4):
+        out = tmp_path / f"killed{i}"
+        proc = subprocess.Popen(_cli("run", str(scen), "--out", str(out), "--quiet", "--checkpoint-every", "9"))
+        # wait until the run directory exists, then kill at a random moment of the run
+        deadline = time.monotonic() + 60
+        while not (out / "scenario.yaml").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, max(full - 2.0, 0.5)))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        res = subprocess.run(_cli("resume", str(out), "--quiet"), capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        _same_outputs(ref, out)
+        assert asyncfl.load_run(out).status == "completed"
+        assert not (out / "checkpoint").exists() and not (out / "events.partial.csv").exists()
+    assert kills >= 2, "the run finished before most kills: make it longer"
+
+
+def test_sigterm_writes_interrupted_and_resumes(tmp_path: Path, tiny: dict[str, Any]) -> None:
+    scen = _long_scenario(tmp_path, tiny)
+    ref, out = tmp_path / "ref", tmp_path / "term"
+    subprocess.run(_cli("run", str(scen), "--out", str(ref), "--quiet"), check=True)
+    proc = subprocess.Popen(_cli("run", str(scen), "--out", str(out), "--quiet"), stderr=subprocess.PIPE, text=True)
+    while not (out / "scenario.yaml").exists() and proc.poll() is None:
+        time.sleep(0.02)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "resume" in err and "Traceback" not in err
+    partial = asyncfl.load_run(out)  # flushed, complete files of what was done
+    assert partial.status == "interrupted" and partial.manifest["server_version"] < 300
+    res = subprocess.run(_cli("resume", str(out), "--quiet"), capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    _same_outputs(ref, out)
+
+
+def test_sigint_exits_130(tmp_path: Path, tiny: dict[str, Any]) -> None:
+    scen = _long_scenario(tmp_path, tiny)
+    out = tmp_path / "int"
+    proc = subprocess.Popen(_cli("run", str(scen), "--out", str(out), "--quiet"), stderr=subprocess.PIPE, text=True)
+    while not (out / "scenario.yaml").exists() and proc.poll() is None:
+        time.sleep(0.02)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert json.loads((out / "manifest.json").read_text())["status"] == "interrupted"
+
+
+def test_divergence_exits_3_with_status(tmp_path: Path, tiny_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Gradient descent on a quadratic with curvature up to L = 4 and step 5 > 2/L multiplies the
+    error by up to |1 - 5 * 4| = 19 per local step: it overflows within a few tasks."""
+    out = tmp_path / "div"
+    code = main(["run", str(tiny_file), "--out", str(out), "--quiet", "--set", "data.dataset=quadratic",
+                 "--set", "model.name=quadratic", "--set", "algorithm.lr=5.0", "--set", "algorithm.local_steps=10",
+                 "--set", "stop.server_steps=200"])
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert err.count("\n") == 1 and "diverged" in err and "Traceback" not in err
+    res = asyncfl.load_run(out)
+    assert res.status == "diverged"
+    div = res.manifest["divergence"]
+    assert div["server_version"] >= 0 and "what" in div
+
+
+def test_resume_of_completed_run_is_a_no_op_and_of_foreign_dir_is_an_error(
+    tmp_path: Path, tiny_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "r"
+    assert main(["run", str(tiny_file), "--out", str(out), "--quiet"]) == 0
+    before = (out / "events.csv").read_bytes()
+    assert main(["resume", str(out), "--quiet"]) == 0
+    assert (out / "events.csv").read_bytes() == before
+    assert main(["resume", str(tmp_path / "nothing"), "--quiet"]) == 2
+    assert "not an asyncfl run directory" in capsys.readouterr().err
+    with pytest.raises(RunDirError):
+        asyncfl.load_run(tmp_path / "nothing")
+
+
+def test_no_pickle_in_the_package() -> None:
+    """Only torch.load(weights_only=True) and the restricted CIFAR unpickler may read pickles."""
+    root = Path(asyncfl.__file__).parent
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        for line_no, line in enumerate(text.splitlines(), 1):
+            if "torch.load(" in line:
+                assert "weights_only=True" in line, f"{path}:{line_no}"
+            if "pickle.load(" in line or "pickle.loads(" in line:
+                pytest.fail(f"{path}:{line_no} unpickles: {line.strip()}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Fuzzing: mutated scenario files and CLI arguments either run or exit 2 with one line.
+# ------------------------------------------------------------------------------------------------
+
+FUZZ_BASE = {
+    "seed": 0,
+    "algorithm": {"name": "fedasync", "lr": 0.05, "local_steps": 1, "batch_size": 4},
+    "server": {"mode": "async", "concurrency": 2, "lr": 0.5},
+    "data": {"dataset": "synthetic", "mean_samples": 12, "dimension": 5, "classes": 3},
+    "model": {"name": "logreg"},
+    "clients": {"count": 5},
+    "stop": {"server_steps": 2, "client_updates": 6, "sim_time": 1000.0},
+    "eval": {"every_steps": 2, "grad_norm": False},
+}
+RESOLVED = yaml.safe_load(dump_scenario(load_scenario(FUZZ_BASE)))
+SCALARS = st.sampled_from(
+    [None, True, False, 0, 1, 2, 3, -1, -0.5, 0.5, 1.5, 7, "abc", "", "null", "1e-3", [], [1, "x"], {}, {"k": 1},
+     "sync", "async", "buffered", "drop", "wait", "polynomial", "hinge", "lognormal", "pareto", "from_list", "iid",
+     "dirichlet", "mlp", "cnn", "pfedme", "per_fedavg", "fedbuff", "local", "mnist", "quadratic", "nan", 1e308]
+)
+# Numbers that would make a valid run long (e.g. local_steps 1e308) are capped by the engine's stop
+# keys, which the fuzzer never deletes: it keeps the runs small.
+KEEP = {("stop",), ("stop", "server_steps"), ("stop", "client_updates"), ("stop", "sim_time")}
+COST_KEYS = {"local_steps", "local_rounds", "inner_steps", "count", "mean_samples", "dimension", "classes",
+             "concurrency", "clients_per_round", "buffer_size", "hidden", "adapt_steps", "batch_size", "max_batch",
+             "channels", "embedding", "layers", "every_steps", "every_time", "sim_time", "server_steps",
+             "client_updates", "value", "mean", "low", "high", "scale", "max_samples", "round_deadline"}
+
+
+def _paths(node: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out.append((*prefix, k))
+            out.extend(_paths(v, (*prefix, k)))
+    return out
+
+
+PATHS = [p for p in _paths(RESOLVED) if p not in KEEP]
+
+
+def _mutate(data: dict[str, Any], path: tuple[str, ...], op: str, value: Any) -> None:
+    cursor: Any = data
+    for part in path[:-1]:
+        if not isinstance(cursor, dict) or part not in cursor:
+            return
+        cursor = cursor[part]
+    if not isinstance(cursor, dict):
+        return
+    leaf = path[-1]
+    if op == "nudge":  # a plausible value of the same type: exercises runs, not only errors
+        old = cursor.get(leaf)
+        if isinstance(old, bool) or not isinstance(old, (int, float)):
+            return
+        pick = zlib.crc32(repr(value).encode()) % 5
+        cursor[leaf] = type(old)(max(1, pick)) if isinstance(old, int) else [0.01, 0.1, 0.5, 1.0, 2.0][pick]
+        return
+    if op == "delete":
+        cursor.pop(leaf, None)
+    elif op == "unknown":
+        cursor[f"{leaf}_typo"] = value
+    else:
+        if leaf in COST_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool) and value > 50:
+            value = 50  # valid-but-huge values are not what this test is about
+        cursor[leaf] = value
+
+
+mutation = st.tuples(
+    st.sampled_from(PATHS), st.sampled_from(["nudge", "nudge", "nudge", "set", "set", "delete", "unknown"]), SCALARS
+)
+cli_extra = st.lists(
+    st.one_of(
+        st.tuples(st.just("--set"), st.builds(lambda p, v: f"{'.'.join(p)}={yaml.safe_dump(v).splitlines()[0] if not isinstance(v, str) else v}", st.sampled_from(PATHS), SCALARS)),
+        st.tuples(st.just("--set"), st.sampled_from(["nokey", "a.b.c=1", "server=3", "=1", "server.=2", "seed=[", "x=y"])),
+        st.tuples(st.just("--seed"), st.sampled_from(["1", "-3", "x", ""])),
+        st.tuples(st.just("--device"), st.sampled_from(["cpu", "auto", "gpu"])),
+        st.tuples(st.sampled_from(["--bogus", "--checkpoint-every"]), st.sampled_from(["0", "5", "3s", "x"])),
+    ),
+    max_size=2,
+).map(lambda xs: xs if len(xs) != 1 or zlib.crc32(repr(xs).encode()) % 3 else [])
+
+
+def _run_fuzz_case(tmp: Path, text: str, extra: list[str]) -> tuple[int, str]:
+    f = tmp / "s.yaml"
+    f.write_text(text)
+    out = tmp / "out"
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(["run", str(f), "--out", str(out), "--quiet", "--force", *extra])
+        except SystemExit as exc:  # argparse
+            code = int(exc.code or 0)
+    return code, err.getvalue()
+
+
+@settings(max_examples=int(os.environ.get("ASYNCFL_FUZZ_EXAMPLES", "520")), deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(mutations=st.lists(mutation, min_size=1, max_size=3), extra=cli_extra,
+       garble=st.sampled_from([None, None, None, None, "truncate", "tab", "colon", "binary"]))
+def test_fuzzed_scenarios_and_arguments_run_or_exit_2_with_one_line(
+    tmp_path_factory: pytest.TempPathFactory, mutations: list[Any], extra: list[tuple[str, str]], garble: str | None
+) -> None:
+    data = json.loads(json.dumps(RESOLVED))
+    for path, op, value in mutations:
+        _mutate(data, path, op, value)
+    text = yaml.safe_dump(data, sort_keys=False)
+    if garble == "truncate":
+        text = text[: len(text) // 3] + "\n  - [unclosed"
+    elif garble == "tab":
+        text = "\t" + text
+    elif garble == "colon":
+        text = text.replace(":", "", 1)
+    elif garble == "binary":
+        text = text + "\x00\x01"
+    argv = [a for pair in extra for a in pair]
+    code, err = _run_fuzz_case(tmp_path_factory.mktemp("fuzz"), text, argv)
+    assert "Traceback" not in err
+    assert code in (0, 2), f"exit {code}: {err}\n--- scenario ---\n{text}\nargs: {argv}"
+    if code == 2:
+        assert err.count("\n") == 1 and err.startswith("asyncfl: error:"), err
