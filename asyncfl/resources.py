@@ -67,10 +67,11 @@ def estimate_scenario(scenario: Scenario) -> dict[str, float]:
         per_sample = d.dimension * 4 + 8
     elif d.dataset in _POOLED:
         samples, per_sample = _POOLED[d.dataset]
-        if getattr(d, "max_samples", None):
-            samples = min(samples, d.max_samples)
+        cap = getattr(d, "max_samples", None)
+        if cap is not None:
+            samples = min(samples, int(cap))
     else:
-        samples, per_sample = 0, 0
+        samples, per_sample = 0.0, 0
     steps, draws, batch = _steps_draws_batch(scenario)
     per_client = max(samples / max(n, 1), 1.0)
     b = min(batch or per_client, per_client * 4)

@@ -121,7 +121,7 @@ def _resolve_class(annotation: Any, path: str, value: Any) -> type[BaseModel] | 
 
 
 def _default_class(path: str) -> type[BaseModel] | None:
-    default = Scenario()
+    default = Scenario.model_validate({})
     obj: Any = default
     for part in path.split("."):
         obj = getattr(obj, part, None)

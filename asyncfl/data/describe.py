@@ -75,12 +75,13 @@ def summary_text(data: FederatedData, max_rows: int = 10) -> str:
     lines.append("")
     lines.append("client  train   test  labels  top labels (label:count)")
     counts = label_counts(data, "train")
-    for i, row in shown.iterrows():
+    for client, row in zip(shown.index.to_list(), shown.itertuples(index=False), strict=True):
+        i = int(client)
         top = ""
         if counts.shape[1]:
-            order = np.argsort(-counts[int(i)], kind="stable")[:5]
-            top = " ".join(f"{c}:{counts[int(i), c]}" for c in order if counts[int(i), c] > 0)
-        lines.append(f"{int(i):>6}  {int(row['train']):>5}  {int(row['test']):>5}  {int(row['labels']):>6}  {top}")
+            order = np.argsort(-counts[i], kind="stable")[:5]
+            top = " ".join(f"{c}:{counts[i, c]}" for c in order if counts[i, c] > 0)
+        lines.append(f"{i:>6}  {int(row.train):>5}  {int(row.test):>5}  {int(row.labels):>6}  {top}")
     if data.num_clients > max_rows:
         lines.append(f"... {data.num_clients - max_rows} more clients")
     return "\n".join(lines)
