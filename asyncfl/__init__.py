@@ -6,7 +6,9 @@ FedAsync, FedBuff, Per-FedAvg, pFedMe, local) are pure torch.func functions. The
 
 - :func:`load_scenario` / :class:`Scenario`: read and validate a scenario file
 - :func:`run`: run a scenario, optionally writing a run directory
+- :func:`resume`: continue a killed or interrupted run from its checkpoint
 - :func:`load_run`: read a run directory back as pandas frames
+- :func:`sweep` / :func:`load_sweep` / :func:`load_study`: grids of runs, as one tidy frame
 """
 
 from __future__ import annotations
@@ -21,14 +23,20 @@ __all__ = [
     "__version__",
     "load_run",
     "load_scenario",
+    "load_study",
+    "load_sweep",
+    "resume",
     "run",
+    "sweep",
 ]
 
 if TYPE_CHECKING:
     from asyncfl.config.loader import load_scenario
     from asyncfl.config.schema import Scenario
+    from asyncfl.results import load_study, load_sweep
     from asyncfl.rundir import RunResult, load_run
-    from asyncfl.runner import run
+    from asyncfl.runner import resume, run
+    from asyncfl.sweep import sweep
 
 _LAZY = {
     "load_scenario": "asyncfl.config.loader",
@@ -36,6 +44,10 @@ _LAZY = {
     "RunResult": "asyncfl.rundir",
     "load_run": "asyncfl.rundir",
     "run": "asyncfl.runner",
+    "resume": "asyncfl.runner",
+    "load_sweep": "asyncfl.results",
+    "load_study": "asyncfl.results",
+    "sweep": "asyncfl.sweep",
 }
 
 

@@ -55,7 +55,10 @@ def register(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]])
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs reserved per Ray task (may be fractional)")
     p.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs reserved per Ray task")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: cores / workers)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: OMP_NUM_THREADS, else cores / workers)")
+    p.add_argument("--checkpoint-every", default=None, metavar="N|Ns",
+                   help="each run checkpoints every N server steps (or N wall-clock seconds: Ns), so a run "
+                        "stopped part-way continues from there when the sweep is rerun")
     p.add_argument("--force", action="store_true", help="rerun every run, even finished ones")
     p.add_argument("--dry-run", action="store_true", help="validate and list the runs; run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
@@ -69,7 +72,7 @@ def register(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]])
     p.add_argument("--metric", default=None, help="metric to show (default: personalized_accuracy when recorded)")
     p.add_argument("--x", choices=X_AXES, default="sim_time", help="x axis of convergence curves")
     p.add_argument("--hue", default=None, help="run column to colour by (a grid key, algorithm, run, seed, ...)")
-    p.add_argument("--target", type=float, default=None, help="level for time-to-target (default: one every run reaches)")
+    p.add_argument("--target", type=float, default=None, help="level for time-to-target (default: 90%% of the way from the start to the worst run's best)")
     p.add_argument("--band", choices=["auto", "ci", "sd", "se", "none"], default="auto",
                    help="spread over seeds: 95%% CI, s.d., s.e. (auto: CI with >= 3 seeds, else s.d.)")
     commands["plot"] = cmd_plot
@@ -114,6 +117,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = dict(
         backend=args.backend, workers=args.workers, threads=args.threads, ray_address=args.ray_address,
         gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run, force=args.force, command=command,
+        checkpoint_every=args.checkpoint_every,
     )
     t0 = time.perf_counter()
     with _sigterm_raises():

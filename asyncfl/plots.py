@@ -61,6 +61,9 @@ PRETTY = {
     "run": "run",
     "seed": "seed",
 }
+SHORT = {TAU: "τ", DELAY: "delay scale"}
+LABEL_WIDTH = 36
+"""Legend and tick labels wrap at this many characters."""
 FIG_W = 7.0
 FIG_H = 4.3
 
@@ -75,8 +78,15 @@ def pretty(key: str) -> str:
     return PRETTY.get(key, key)
 
 
+METRIC_LABELS = {
+    "grad_norm_sq": "‖∇F(w)‖² (grad_norm_sq)",
+    "personalized_accuracy": "personalized accuracy",
+    "global_accuracy": "global accuracy",
+}
+
+
 def metric_label(metric: str) -> str:
-    return metric.replace("_", " ")
+    return METRIC_LABELS.get(metric, metric.replace("_", " "))
 
 
 def fmt_value(v: Any) -> str:
@@ -106,6 +116,10 @@ def _levels(frame: pd.DataFrame, col: str) -> list[Any]:
     return vals
 
 
+def _upper(metric: str) -> float | None:
+    return 1.0 if "accuracy" in metric else None
+
+
 def _t975(df: int) -> float:
     table = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
              10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042, 60: 2.000}
@@ -125,7 +139,10 @@ def _resolve_band(band: str, study: Study) -> str:
     return band
 
 
-def _interval(band: str) -> Callable[[np.ndarray], tuple[float, float]] | None:
+def _interval(band: str, upper: float | None = None) -> Callable[[np.ndarray], tuple[float, float]] | None:
+    """Seaborn ``errorbar`` callable for ``band``. The interval is kept inside the quantity's
+    range: never below 0 when every value is >= 0 (times, counts, accuracies, losses, norms),
+    never above ``upper`` (1 for accuracies)."""
     if band not in BANDS or band == "auto":
         raise ValueError(f"band {band!r} must be resolved first")
     if band == "none":
@@ -141,7 +158,12 @@ def _interval(band: str) -> Callable[[np.ndarray], tuple[float, float]] | None:
             return (m, m)
         sd = float(a.std(ddof=1))
         half = {"sd": sd, "se": sd / math.sqrt(len(a)), "ci": _t975(len(a) - 1) * sd / math.sqrt(len(a))}[band]
-        return (m - half, m + half)
+        lo, hi = m - half, m + half
+        if (a >= 0).all():
+            lo = max(lo, 0.0)
+        if upper is not None and (a <= upper).all():
+            hi = min(hi, upper)
+        return (lo, hi)
 
     return interval
 
@@ -157,7 +179,9 @@ def band_note(band: str, n_seeds: int, what: str = "bands") -> str:
 def _palette(levels: Sequence[Any], numeric: bool) -> list[Any]:
     import seaborn as sns
 
-    n = max(len(levels), 1)
+    if not levels:
+        return []
+    n = len(levels)
     if numeric and n > 1:
         # an ordered palette so order reads at a glance; viridis without its pale yellow end
         from matplotlib import colormaps
@@ -249,16 +273,21 @@ def _default_hue(study: Study, hue: str | None, exclude: Sequence[str] = ()) -> 
 def _combo_label(frame: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
     """One label per row from several key columns: ``per_fedavg (hf), τ=5``."""
     if not keys:
-        return pd.Series(["all runs"] * len(frame), index=frame.index)
+        return pd.Series(["all runs"] * len(frame), index=frame.index, dtype=object)
+    if frame.empty:
+        return pd.Series([], index=frame.index, dtype=object)
 
     def one(row: Any) -> str:
         parts = []
         for k in keys:
             v = fmt_value(row[k])
-            parts.append(v if k in ("algorithm", "algorithm.name", MODE) or len(keys) == 1 else f"{pretty(k)}={v}")
+            parts.append(v if k in ("algorithm", "algorithm.name", MODE) or len(keys) == 1 else f"{SHORT.get(k, k)}={v}")
         return ", ".join(parts)
 
-    return frame.apply(one, axis=1)
+    import textwrap
+
+    labels = [textwrap.fill(one(row), LABEL_WIDTH, break_long_words=False) for _, row in frame.iterrows()]
+    return pd.Series(labels, index=frame.index, dtype=object)
 
 
 def _combo_order(frame: pd.DataFrame, keys: Sequence[str], labels: pd.Series) -> list[str]:
@@ -357,6 +386,12 @@ def _convergence_axes(
     import seaborn as sns
 
     m = m[m["metric"] == metric]
+    if m.empty or not np.isfinite(m["value"]).any():
+        ax.text(0.5, 0.5, f"no finite {metric} here", transform=ax.transAxes, ha="center", color="grey")
+        ax.set_xlabel(X_LABELS[x])
+        return []
+    # keys constant among the curves drawn here only add noise to their labels
+    style_keys = [k for k in style_keys if k in m.columns and m[k].astype(str).nunique() > 1]
     hname = _title(hue_keys) or "runs"
     sname = _title(style_keys) or "style"
     if sname == hname:
@@ -373,13 +408,21 @@ def _convergence_axes(
     sns.lineplot(
         data=curves, x=x, y="value", hue=hname, hue_order=hue_order, palette=palette,
         style=sname if style_keys else None, style_order=style_order,
-        errorbar=_interval(band), ax=ax, linewidth=1.8, legend="auto" if legend else False,
+        errorbar=_interval(band, _upper(metric)), ax=ax, linewidth=1.8, legend="auto" if legend else False,
     )
     ax.set_xlabel(X_LABELS[x])
     ax.set_ylabel(metric_label(metric))
     if "grad_norm" in metric and (curves["value"] > 0).all() and len(curves):
         ax.set_yscale("log")  # the convergence measure spans orders of magnitude
-        ax.set_ylabel(f"{metric_label(metric)} (log scale)")
+        ax.set_ylabel(f"{metric_label(metric)}, log scale")
+        v = curves["value"]
+        if float(v.max()) / float(v.min()) < 1e3:  # plain numbers read better than 6×10⁻¹
+            from matplotlib.ticker import FuncFormatter, LogLocator
+
+            plain = FuncFormatter(lambda y, _: f"{y:g}")
+            ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(plain)
     return hue_order
 
 
@@ -414,13 +457,13 @@ def convergence(
     hue_keys = [hue] if hue else []
     rest = _varying(study, exclude=hue_keys)
     metrics = study.metrics
-    facet_keys, style_keys = list(rest), []
+    facet_keys: list[str] = list(rest)
+    style_keys: list[str] = []
     while facet_keys and _combo_label(study.runs, facet_keys).nunique() > MAX_PANELS:
         style_keys.insert(0, facet_keys.pop())
     panels = _combo_label(metrics, facet_keys) if facet_keys else pd.Series("", index=metrics.index)
     order = _combo_order(metrics.drop_duplicates("run"), facet_keys, panels.loc[metrics.drop_duplicates("run").index]) if facet_keys else [""]
-    ncols = min(len(order), 3)
-    nrows = math.ceil(len(order) / ncols)
+    ncols, nrows = _grid(len(order))
     with _style():
         fig, axes = _new_figure(
             ncols, nrows, w=(FIG_W if ncols == 1 else 4.3 * ncols) + (1.8 if hue_keys or style_keys else 0),
@@ -492,45 +535,48 @@ def convergence_vs_delay(
         target = default_target(study.metrics, metric)
     finals = final_values(study.metrics, metric)
     ttt = time_to_target(study.metrics, metric, target, x)
-    interval = _interval(band)
-    up = higher_is_better(metric)
+    interval = _interval(band, _upper(metric))
+    ttt_interval = _interval(band)
     with _style():
-        fig, axes = _new_figure(2, len(xkeys), w=FIG_W * 1.45, h=3.4 * len(xkeys) + 0.5)
-        legend_src = None
+        fig, axes = _new_figure(2, len(xkeys), w=FIG_W * 1.45 + (0 if len(xkeys) == 1 else 1.5),
+                                h=3.4 * len(xkeys) + 0.5)
         for row, key in enumerate(xkeys):
-            hue_keys = [k for k in _varying(study, exclude=[key])]
-            for col, (frame, y, ylabel) in enumerate(
-                [
-                    (finals, "value", f"final {metric_label(metric)}"),
-                    (ttt, "time_to_target", ttt_label(metric, target, x)),
-                ]
-            ):
+            hue_keys = _varying(study, exclude=[key])
+            hue_order = _combo_order(study.runs, hue_keys, _combo_label(study.runs, hue_keys))
+            palette = dict(zip(hue_order, _palette(hue_order, False), strict=True))
+            panels = [
+                (finals, "value", f"final {metric_label(metric)}", interval),
+                (ttt, "time_to_target", ttt_label(metric, target, x), ttt_interval),
+            ]
+            for col, (frame, y, ylabel, errorbar) in enumerate(panels):
                 ax = axes[row, col]
                 f = frame.copy()
                 f["_x"], order = _x_ticks(f, key)
                 f["_hue"] = _combo_label(f, hue_keys)
-                hue_order = _combo_order(f, hue_keys, f["_hue"])
                 missing = int(f[y].isna().sum())
                 f = f[np.isfinite(f[y].astype(float))]
-                palette = dict(zip(hue_order, _palette(hue_order, False), strict=True))
                 if not f.empty:
                     sns.pointplot(
                         data=f, x="_x", y=y, order=order, hue="_hue", hue_order=hue_order, palette=palette,
-                        errorbar=interval, dodge=0.25 if len(hue_order) > 1 else False, capsize=0.08,
+                        errorbar=errorbar, dodge=0.25 if len(hue_order) > 1 else False, capsize=0.08,
                         markers="o", linestyles="-", ax=ax, err_kws={"linewidth": 1.2},
                     )
                 ax.set_xlabel(f"{pretty(key)} ({key})")
                 ax.set_ylabel(ylabel)
                 if col == 1 and missing:
-                    ax.set_title(f"{missing} run{'s' if missing != 1 else ''} never reached it (left out)", fontsize="small")
-                if legend_src is None and ax.get_legend() is not None:
-                    legend_src = ax
-                elif ax.get_legend() is not None:
-                    ax.get_legend().remove()
-        fig.suptitle(f"{metric_label(metric)} vs delay — {band_note(band, _n_seeds(study), 'error bars')}", fontsize="medium")
-        if legend_src is not None:
-            hue_keys = _varying(study, exclude=[xkeys[0]])
-            _legend(fig, legend_src, " / ".join(pretty(k) for k in hue_keys) or None)
+                    ax.set_title(f"{missing} run{'s' if missing != 1 else ''} never reached it (left out)",
+                                 fontsize="small")
+                legend = ax.get_legend()
+                if legend is not None and (col == 0 or not hue_keys):
+                    legend.remove()
+                elif legend is not None and len(xkeys) > 1:
+                    ax.legend(title=_title(hue_keys), loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
+                              fontsize="small")
+        if len(xkeys) == 1 and axes[0, 1].get_legend() is not None:
+            _legend(fig, axes[0, 1], _title(_varying(study, exclude=[xkeys[0]])))
+        against = " and ".join({DELAY: "delay scale", TAU: "staleness bound τ"}[k] for k in xkeys)
+        fig.suptitle(f"{metric_label(metric)} vs {against} — {band_note(band, _n_seeds(study), 'error bars')}",
+                     fontsize="medium")
     return fig
 
 
@@ -577,7 +623,9 @@ def _layout(study: Study, hue: str | None, max_panels: int = MAX_PANELS) -> _Lay
 
 
 def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
-    ncols = max(1, min(n, max_cols))
+    """Columns and rows for ``n`` panels: one row up to 3, then as square as possible."""
+    ncols = n if n <= max_cols else (2 if n == 4 else max_cols)
+    ncols = max(1, ncols)
     return ncols, math.ceil(n / ncols)
 
 
@@ -606,7 +654,7 @@ def staleness(source: Study | str | Path, hue: str | None = None, **_: Any) -> A
     with _style():
         fig, axes = _new_figure(
             len(cols), len(rows), w=max(FIG_W, 3.6 * len(cols)), h=min(1.3 + 1.3 * len(rows), 14.0),
-            sharex=True, sharey=True,
+            sharex=True, sharey="row",
         )
         bins = np.arange(-0.5, smax + 1.5, 1.0) if smax <= 80 else np.linspace(-0.5, smax + 0.5, 81)
         for i, row in enumerate(rows):
@@ -628,7 +676,8 @@ def staleness(source: Study | str | Path, hue: str | None = None, **_: Any) -> A
                 if i == 0 and col:
                     ax.set_title(col, fontsize="medium")
                 if j == 0:
-                    ax.set_ylabel(f"{row}\nshare" if lay.hue_keys else "share", fontsize="small")
+                    name = f"{SHORT.get(lay.hue_keys[0], pretty(lay.hue_keys[0]))} = {row}" if len(lay.hue_keys) == 1 else row
+                    ax.set_ylabel(f"{name}\nshare" if lay.hue_keys else "share", fontsize="small")
                 ax.set_xlim(-0.7, smax + 0.7)
         for j in range(len(cols)):
             axes[-1, j].set_xlabel("staleness (server versions)")
@@ -694,7 +743,7 @@ def updates(source: Study | str | Path, hue: str | None = None, band: str = "aut
     return fig
 
 
-def gini(counts: Sequence[float]) -> float:
+def gini(counts: Sequence[float] | np.ndarray | pd.Series) -> float:
     """Gini coefficient of non-negative counts (0: all equal, -> 1: one client does everything)."""
     a = np.sort(np.asarray(counts, dtype=float))
     n = len(a)
@@ -711,8 +760,21 @@ def _per_client(study: Study) -> pd.DataFrame:
     ev = ev.assign(_dur=ev["download_time"] + ev["compute_time"] + ev["upload_time"])
     tasks = ev.groupby(["run", "client"]).agg(task_time=("_dur", "median"), tasks=("task", "size"))
     applied = ev[ev["status"] == "applied"].groupby(["run", "client"]).size().rename("updates")
-    out = tasks.join(applied).fillna({"updates": 0}).reset_index()
+    out = tasks.join(applied).fillna({"updates": 0})
+    # clients never given a task still count (0 updates, speed unknown)
+    full = pd.MultiIndex.from_tuples(
+        [(r.name, c) for r in study.loaded for c in range(int(_clients(r, out)))], names=["run", "client"]
+    )
+    out = out.reindex(full).fillna({"updates": 0, "tasks": 0}).reset_index()
     return out.merge(study.runs, on="run", how="left")
+
+
+def _clients(run: Any, per_client: pd.DataFrame) -> int:
+    count = (run.scenario.get("clients") or {}).get("count") if isinstance(run.scenario, dict) else None
+    if isinstance(count, int):
+        return count
+    seen = per_client.loc[run.name].index if run.name in per_client.index.get_level_values(0) else []
+    return int(max(seen) + 1) if len(seen) else 0
 
 
 def participation(source: Study | str | Path, hue: str | None = None, band: str = "auto", **_: Any) -> Any:
@@ -742,15 +804,20 @@ def participation(source: Study | str | Path, hue: str | None = None, band: str 
                 data=sub, x="rank", y="updates", hue="_hue", hue_order=horder, palette=palette,
                 errorbar=_interval(band), ax=ax, marker="o", markersize=3, linewidth=1.5, legend=False,
             )
-            ax.text(0.98, 0.97, "Gini: " + ", ".join(f"{h} {ginis[h]:.2f}" if lay.hue_keys else f"{ginis[h]:.2f}"
-                                                       for h in horder if (sub["_hue"] == h).any()),
-                    transform=ax.transAxes, ha="right", va="top", fontsize="x-small", wrap=True)
+            short = SHORT.get(lay.hue_keys[0], "") if len(lay.hue_keys) == 1 else ""
+            text = "\n".join(
+                (f"{short}={h}: " if short else f"{h}: " if lay.hue_keys else "") + f"{ginis[h]:.2f}"
+                for h in horder
+                if (sub["_hue"] == h).any()
+            )
+            ax.text(0.98, 0.97, f"Gini coefficient\n{text}", transform=ax.transAxes, ha="right", va="top",
+                    fontsize="x-small")
             ax.set_xlabel("client rank (0 = most updates applied)")
             ax.set_ylabel("updates applied per client" if i % ncols == 0 else "")
-            ax.set_ylim(bottom=0)
             if panel:
                 ax.set_title(panel, fontsize="medium")
         _hide_unused(axes, len(porder))
+        axes[0, 0].set_ylim(bottom=0)  # after every panel is drawn: the shared top covers them all
         fig.suptitle(f"client participation — {band_note(band, _n_seeds(study))}", fontsize="medium")
         if lay.hue_keys:
             _color_legend(fig, horder, palette, lay.hue_title(), marker="o")
@@ -809,8 +876,9 @@ def fairness(source: Study | str | Path, hue: str | None = None, **_: Any) -> An
                 sns.scatterplot(data=sub, x="task_time", y=y, hue="_hue", hue_order=horder, palette=palette,
                                 ax=ax, s=18, alpha=0.6, edgecolor="none", legend=False)
                 _trend(ax, sub, "task_time", y, horder, palette)
-                ax.set_xscale("log")
-                ax.set_xlabel("client's median task time (simulated s, log scale)" if i == nrows - 1 else "")
+                logx = _time_axis(ax, pc["task_time"])
+                scale = ", log scale" if logx else ""
+                ax.set_xlabel(f"client's median task time (simulated s{scale})" if i == nrows - 1 else "")
                 ax.set_ylabel(ylabel if j == 0 else "")
                 if i == 0 and panel:
                     ax.set_title(panel, fontsize="medium")
@@ -819,6 +887,21 @@ def fairness(source: Study | str | Path, hue: str | None = None, **_: Any) -> An
         if lay.hue_keys:
             _color_legend(fig, horder, palette, lay.hue_title(), marker="o")
     return fig
+
+
+def _time_axis(ax: Any, values: pd.Series) -> bool:
+    """Log x when the values span more than a decade (plain number labels), else linear."""
+    v = values[values > 0]
+    if len(v) and float(v.max()) / float(v.min()) > 10:
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+        ax.set_xscale("log")
+        fmt = ScalarFormatter()
+        fmt.set_scientific(False)
+        ax.xaxis.set_major_formatter(fmt)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        return True
+    return False
 
 
 def _trend(ax: Any, frame: pd.DataFrame, x: str, y: str, order: Sequence[str], palette: Mapping[str, Any]) -> None:
@@ -863,7 +946,9 @@ def sync_vs_async(
     if target is None:
         target = default_target(study.metrics, metric)
     style_keys = _varying(study, exclude=[MODE])
-    up = higher_is_better(metric)
+    m = study.metrics[study.metrics["metric"] == metric]
+    live = study.runs[study.runs["run"].isin(set(m.loc[np.isfinite(m["value"]), "run"]))]
+    style_keys = [k for k in style_keys if live[k].astype(str).nunique() > 1]
     with _style():
         fig, axes = _new_figure(2, 1, w=FIG_W * 1.75, h=FIG_H)
         ax = axes[0, 0]
@@ -871,6 +956,7 @@ def sync_vs_async(
         ax.axhline(target, color="grey", linewidth=0.8, linestyle=":")
         ax.set_title(f"{metric_label(metric)} on the simulated clock (dotted: target)", fontsize="medium")
         ttt = time_to_target(study.metrics, metric, target, x)
+        ttt = ttt[ttt["run"].isin(set(live["run"]))]
         missing = int(ttt["time_to_target"].isna().sum())
         ttt = ttt[np.isfinite(ttt["time_to_target"].astype(float))]
         ttt = ttt.assign(_hue=_combo_label(ttt, [MODE]), _style=_combo_label(ttt, style_keys))
@@ -884,6 +970,8 @@ def sync_vs_async(
                 errorbar=_interval(band), capsize=0.1, ax=ax2, err_kws={"linewidth": 1.0}, legend=False,
             )
         ax2.set_xlabel(_title(style_keys) or pretty(MODE))
+        if any(len(t.get_text()) > 14 for t in ax2.get_xticklabels()):
+            ax2.tick_params(axis="x", labelrotation=20, labelsize="small")
         ax2.set_ylabel(ttt_label(metric, target, x))
         note = f"; {missing} run{'s' if missing != 1 else ''} never reached it" if missing else ""
         ax2.set_title(f"time to target{note}", fontsize="medium")
@@ -927,8 +1015,16 @@ def save(fig: Any, path: str | Path, dpi: int = 150) -> Path:
     if fig.canvas is None or not isinstance(fig.canvas, FigureCanvasAgg):
         FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    metadata = {"Software": None} if suffix in (".png", ".svg") else {"Creator": None, "Producer": None, "CreationDate": None}
-    fig.savefig(buf, format=suffix[1:], dpi=dpi, metadata=metadata)
+    # no tool versions or dates in the file: the same figure gives the same bytes
+    metadata: dict[str, Any] = {
+        ".png": {"Software": None},
+        ".svg": {"Creator": None, "Date": None},
+        ".pdf": {"Creator": None, "Producer": None, "CreationDate": None},
+    }[suffix]
+    from matplotlib import rc_context
+
+    with rc_context({"svg.hashsalt": "asyncfl"}):
+        fig.savefig(buf, format=suffix[1:], dpi=dpi, metadata=metadata)
     p.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(p, buf.getvalue())
     return p

@@ -114,12 +114,27 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def varying_keys(scenarios: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Dotted keys present in every scenario whose values differ (seed and name excluded)."""
+    """Dotted keys present in every scenario whose values differ (seed and name excluded), leaving
+    out a key that splits the runs exactly as an earlier key does."""
     if len(scenarios) < 2:
         return []
     flats = [_flatten(s) for s in scenarios]
     common = [k for k in flats[0] if all(k in f for f in flats[1:])]
-    return [k for k in common if k not in ("seed", "name") and len({repr(f[k]) for f in flats}) > 1]
+    keys, seen = [], set()
+    for k in common:
+        if k in ("seed", "name"):
+            continue
+        values = [repr(f[k]) for f in flats]
+        if len(set(values)) < 2:
+            continue
+        # a key that splits the runs exactly as an earlier one does (server.clients_per_round
+        # along with server.mode) tells nothing new
+        first: dict[str, int] = {}
+        partition = tuple(first.setdefault(v, len(first)) for v in values)
+        if partition not in seen:
+            seen.add(partition)
+            keys.append(k)
+    return keys
 
 
 # ------------------------------------------------------------------------------------------------
@@ -188,7 +203,8 @@ def _none_to_inf(frame: pd.DataFrame, keys: Iterable[str]) -> pd.DataFrame:
             continue
         col = frame[k]
         vals = [v for v in col if not _is_null(v)]
-        if (not vals and k in UNBOUNDED_IF_NULL) or vals and all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in vals):
+        numeric = bool(vals) and all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in vals)
+        if numeric or (not vals and k in UNBOUNDED_IF_NULL):
             frame[k] = pd.to_numeric(col.map(lambda v: math.inf if _is_null(v) else v), errors="coerce")
     return frame
 
@@ -281,16 +297,23 @@ def final_values(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def default_target(metrics: pd.DataFrame, metric: str) -> float:
-    """A level every finished run reaches: 95% of the worst run's best value (or, for a metric
-    that goes down, 105% of the worst run's lowest value). Diverged runs are not counted."""
+    """A level above the start that (ideally) every run reaches: 90% of the way from the mean
+    starting value to the worst run's best value (its lowest, for a metric that goes down). If
+    some run never improves on the start, half the way to the best run's best instead (the runs
+    that never get there show as such). Diverged runs are not counted."""
     m = metrics[(metrics["metric"] == metric) & np.isfinite(metrics["value"])]
     if "run_status" in m.columns and (m["run_status"] == "completed").any():
         m = m[m["run_status"] == "completed"]
     if m.empty:
         return math.nan
-    if higher_is_better(metric):
-        return float(m.groupby("run")["value"].max().min() * 0.95)
-    return float(m.groupby("run")["value"].min().max() * 1.05)
+    order = [c for c in ("server_version", "sim_time") if c in m.columns]
+    start = float(m.sort_values(["run", *order], kind="stable").groupby("run")["value"].first().mean())
+    sign = 1.0 if higher_is_better(metric) else -1.0
+    bests = sign * m.groupby("run")["value"].max() if sign > 0 else sign * m.groupby("run")["value"].min()
+    worst_best, best_best = float(bests.min()), float(bests.max())
+    if worst_best > sign * start + 1e-12:
+        return sign * (sign * start + 0.9 * (worst_best - sign * start))
+    return sign * (sign * start + 0.5 * (best_best - sign * start))
 
 
 def time_to_target(

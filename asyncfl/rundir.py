@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from asyncfl.errors import RunDirError
@@ -58,10 +59,11 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def _cell(v: Any) -> str:
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        return repr(v)
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        return "nan" if math.isnan(f) else repr(f)
+    if isinstance(v, np.integer):
+        return str(int(v))
     return str(v)
 
 

@@ -14,9 +14,12 @@ its overrides, its seed, its status (``pending``, ``running``, ``completed``, ``
 
 Rerunning the same sweep into the same ``DIR`` skips every run whose directory loads (see
 :func:`asyncfl.rundir.load_run`) with status ``completed`` or ``diverged`` and holds the same
-scenario; every other run directory is cleared and run again. A run directory holding a
-*different* scenario is an error (use another ``--out``, or ``force``) rather than silently kept
-or overwritten.
+scenario. A run stopped part-way (status ``interrupted``, or killed before its manifest) is handed
+to the runner's ``resume``, which continues from its last checkpoint (``checkpoint_every``) or
+from the start; any other run directory (failed, damaged) is cleared and run again. A finished
+run directory holding a *different* scenario is an error (use another ``--out``, or ``force``)
+rather than silently kept or overwritten. SIGINT/SIGTERM stop the sweep: running runs write
+what they have and are recorded ``interrupted``.
 
 Backends (same directories, same bytes in ``metrics.csv`` / ``events.csv``, whichever ran them):
 
@@ -52,8 +55,16 @@ import yaml
 
 from asyncfl.config.loader import apply_overrides, dump_scenario, parse_override, parse_yaml, read_yaml, validate
 from asyncfl.config.schema import Scenario
-from asyncfl.errors import EXIT_FAILED, AsyncFLError, RunDirError, ScenarioError, UserError
-from asyncfl.rundir import MANIFEST_FILE, SCENARIO_FILE, load_run, write_atomic
+from asyncfl.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED_SIGINT,
+    EXIT_INTERRUPTED_SIGTERM,
+    AsyncFLError,
+    RunDirError,
+    ScenarioError,
+    UserError,
+)
+from asyncfl.rundir import MANIFEST_FILE, SCENARIO_FILE, is_run_dir, load_run, write_atomic
 
 SWEEP_FILE = "sweep.json"
 FINISHED = ("completed", "diverged")
@@ -62,6 +73,14 @@ BACKENDS = ("local", "ray")
 
 ProgressFn = Callable[[str, "SweepRun"], None]
 """Called with ("start" | "skip" | "done", run) as the sweep goes."""
+
+
+class SweepInterrupted(AsyncFLError):
+    """A signal stopped the sweep; finished runs are kept and rerunning resumes it."""
+
+    def __init__(self, why: str) -> None:
+        self.exit_code = EXIT_INTERRUPTED_SIGINT if "SIGINT" in why else EXIT_INTERRUPTED_SIGTERM
+        super().__init__(f"sweep {why.split(';')[0]}; finished runs are kept, rerun the same command to resume")
 
 
 class SweepFailedError(AsyncFLError):
@@ -311,7 +330,8 @@ def plan_sweep(
     if seed is not None:
         raw["seed"] = seed
     if device is not None:
-        execution = raw.get("execution") if isinstance(raw.get("execution"), dict) else {}
+        current = raw.get("execution")
+        execution: dict[str, Any] = current if isinstance(current, dict) else {}
         raw["execution"] = {**execution, "device": device}
     base_scenario = validate(raw)  # the base itself must be valid (also validates its sweep: section)
     declared = base_scenario.sweep
@@ -365,6 +385,8 @@ class RunTask:
     device: str | None
     threads: int | None
     command: list[str] | None
+    checkpoint_every: str | None = None
+    resume: bool = False
 
 
 @dataclass(frozen=True)
@@ -377,10 +399,13 @@ class RunOutcome:
 
 
 def execute(task: RunTask) -> RunOutcome:
-    """Run one sweep point with the runner; a divergence is a result, any other error a failure."""
+    """Run one sweep point with the runner (or continue it from its checkpoint when
+    ``task.resume``); a divergence is a result, a signal an interruption, any other error a
+    failure."""
+    from asyncfl import runner
     from asyncfl.errors import DivergedError
-    from asyncfl.runner import run
 
+    interrupted_type: Any = getattr(runner, "RunInterrupted", ())
     if task.threads:
         import torch
 
@@ -388,16 +413,34 @@ def execute(task: RunTask) -> RunOutcome:
     t0 = time.perf_counter()
     try:
         scenario = validate(parse_yaml(task.scenario_yaml, f"{task.name}/{SCENARIO_FILE}"))
-        result = run(scenario, task.out_dir, base_dir=task.base_dir, device=task.device, command=task.command)
-        status = result.status
-        error = None
+        result = None
+        if task.resume and task.out_dir is not None and hasattr(runner, "resume"):
+            try:
+                result = runner.resume(task.out_dir, device=task.device, command=task.command)
+            except (DivergedError, KeyboardInterrupt):
+                raise
+            except Exception as exc:
+                if interrupted_type and isinstance(exc, interrupted_type):
+                    raise
+                shutil.rmtree(task.out_dir, ignore_errors=True)  # cannot continue it: start afresh
+        if result is None:
+            kwargs: dict[str, Any] = {"base_dir": task.base_dir, "device": task.device, "command": task.command}
+            if task.checkpoint_every is not None:
+                kwargs["checkpoint_every"] = task.checkpoint_every
+            result = runner.run(scenario, task.out_dir, **kwargs)
+        status, error = result.status, None
     except DivergedError as exc:
         status, error = "diverged", exc.one_line()
     except AsyncFLError as exc:
         status, error = "failed", exc.one_line()
+    except KeyboardInterrupt:
+        status, error = "interrupted", "interrupted by SIGINT"
     except Exception as exc:
-        tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
-        status, error = "failed", f"{type(exc).__name__}: {exc} | {''.join(tb[-3:]).strip()}"
+        if interrupted_type and isinstance(exc, interrupted_type):
+            status, error = "interrupted", str(exc)
+        else:
+            tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+            status, error = "failed", f"{type(exc).__name__}: {exc} | {''.join(tb[-3:]).strip()}"
     return RunOutcome(task.name, status, round(time.perf_counter() - t0, 3), error)
 
 
@@ -500,15 +543,34 @@ def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
     return f"{prefix.rstrip('.')}: {a!r} there, {b!r} now"
 
 
+def _same_scenario(run_dir: Path, scenario: Scenario) -> bool:
+    try:
+        return validate(parse_yaml((run_dir / SCENARIO_FILE).read_text())) == scenario
+    except (AsyncFLError, UnicodeDecodeError, OSError):
+        return False
+
+
 def _existing_state(run_dir: Path, scenario: Scenario) -> tuple[str, str | None]:
-    """('done', status) if the directory holds this finished run; ('redo', None) if it must be
-    (re)run; ('other', difference) if it holds a different scenario."""
+    """('done', status) if the directory holds this finished run; ('resume', None) if it holds
+    this run stopped part-way (killed before its manifest, or status interrupted: the runner
+    continues it from its last checkpoint, or from the start if it has none); ('redo', None) if it
+    must be cleared and run again; ('other', difference) if it holds a different finished run."""
     if not run_dir.exists():
         return "redo", None
     try:
         result = load_run(run_dir)
     except RunDirError:
-        return "redo", None  # unfinished or damaged: it is cleared and rerun
+        mpath = run_dir / MANIFEST_FILE
+        status = None
+        if mpath.is_file():
+            try:
+                status = json.loads(mpath.read_text()).get("status")
+            except (ValueError, UnicodeDecodeError, AttributeError):
+                status = None
+        stopped = not mpath.is_file() or status == "interrupted"
+        return ("resume" if stopped and _same_scenario(run_dir, scenario) else "redo"), None
+    if result.status == "interrupted" and _same_scenario(run_dir, scenario):
+        return "resume", None
     if result.status not in FINISHED:
         return "redo", None
     try:
@@ -548,7 +610,12 @@ class SweepResult:
 
 
 def default_threads(workers: int) -> int:
-    """Torch threads per run for the local backend: the cores shared among the workers."""
+    """Torch threads per run for the local backend's worker processes: ``OMP_NUM_THREADS`` when
+    set, else the cores shared among the workers (never more threads than cores: spinning
+    OpenMP threads on a busy machine make small tensor ops far slower)."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
@@ -565,25 +632,41 @@ def run_sweep(
     force: bool = False,
     progress: ProgressFn | None = None,
     command: list[str] | None = None,
+    checkpoint_every: str | int | None = None,
 ) -> SweepResult:
     """Run every run of ``plan`` that is not already finished in ``out_dir``.
 
     ``workers``: runs at once (local: processes; ray: tasks in flight). ``threads``: torch threads
-    per run (default: local, cores // workers; ray, ``cpus_per_run`` rounded up). ``force``:
-    rerun everything. Runs that fail are recorded (status ``failed`` with the error) and the rest go
-    on; a run that diverges is a result (``diverged``). Raises :class:`SweepFailedError` at the end
-    if any run failed."""
+    per run (default: with one local worker, this process's setting; with several,
+    ``OMP_NUM_THREADS`` or cores // workers; ray, ``cpus_per_run`` rounded up). ``force``:
+    rerun everything. ``checkpoint_every``: passed to the runner (``N`` server steps or ``Ns``
+    seconds), so that a long run stopped part-way continues from its checkpoint on the next
+    sweep (local backend). Runs that fail are recorded (status ``failed`` with the error) and the
+    rest go on; a run that diverges is a result (``diverged``). A signal stops the sweep
+    (:class:`SweepInterrupted`; running runs are recorded ``interrupted``). Raises
+    :class:`SweepFailedError` at the end if any run failed."""
     if backend not in BACKENDS:
         raise UserError(f"--backend: unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
     if workers < 1:
         raise UserError(f"--workers: must be >= 1 (got {workers})")
     if gpus_per_run < 0 or cpus_per_run <= 0:
         raise UserError("--gpus-per-run must be >= 0 and --cpus-per-run > 0")
+    if backend == "local" and (gpus_per_run > 0 or ray_address):
+        raise UserError("--gpus-per-run and --ray-address apply to --backend ray only")
+    if checkpoint_every is not None:
+        from asyncfl.runner import parse_checkpoint_every
+
+        parse_checkpoint_every(checkpoint_every)  # a bad value is an error before anything runs
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise RunDirError(f"--out {out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / SWEEP_FILE).is_file() and not force:
-        raise RunDirError(f"--out {out}: directory is not empty and is not an asyncfl sweep; use another --out")
+    if out.is_dir() and not (out / SWEEP_FILE).is_file() and not force:
+        # without sweep.json, accept only a folder of run directories (e.g. sweep.json was lost)
+        foreign = [p.name for p in out.iterdir() if not p.name.startswith(".") and not (p.is_dir() and is_run_dir(p))]
+        if foreign:
+            raise RunDirError(
+                f"--out {out}: directory is not empty and is not an asyncfl sweep (holds {foreign[0]}); use another --out"
+            )
     created = None
     if (out / SWEEP_FILE).is_file():
         try:
@@ -594,9 +677,14 @@ def run_sweep(
     # Decide, before anything runs, what is kept and what is (re)run.
     todo: list[SweepRun] = []
     runs: list[SweepRun] = []
+    resumable: set[str] = set()
     for r in plan.runs:
         run_dir = out / r.name
         state, info = ("redo", None) if force else _existing_state(run_dir, r.scenario)
+        if state == "resume" and backend == "local":
+            resumable.add(r.name)
+        elif state == "resume":
+            state = "redo"  # Ray tasks run in a fresh folder on their node
         if state == "other":
             raise RunDirError(
                 f"--out {out}: run {r.name} there was made from a different scenario ({info}); "
@@ -614,12 +702,15 @@ def run_sweep(
         if r.skipped and progress is not None:
             progress("skip", r)
     for r in todo:
-        if (out / r.name).exists():
+        if (out / r.name).exists() and r.name not in resumable:
             shutil.rmtree(out / r.name)
 
     base_dir = str(plan.base_dir)
+    every = None if checkpoint_every is None else str(checkpoint_every)
     tasks = [
-        RunTask(r.name, dump_scenario(r.scenario), str(out / r.name), base_dir, None, None, command) for r in todo
+        RunTask(r.name, dump_scenario(r.scenario), str(out / r.name), base_dir, None, None, command, every,
+                r.name in resumable)
+        for r in todo
     ]
     by_name = {r.name: r for r in todo}
 
@@ -666,18 +757,22 @@ def _run_local(
     if not tasks:
         return
     workers = min(workers, len(tasks))
-    n_threads = threads if threads is not None else default_threads(workers)
     if workers == 1:
+        # in this process: torch's thread setting stays as the caller has it, unless told
         import torch
 
         before = torch.get_num_threads()
         try:
             for t in tasks:
                 started(t.name)
-                finish(execute(replace(t, threads=n_threads)))
+                outcome = execute(replace(t, threads=threads))
+                finish(outcome)
+                if outcome.status == "interrupted":
+                    raise SweepInterrupted(outcome.error or "interrupted")
         finally:
             torch.set_num_threads(before)
         return
+    n_threads = threads if threads is not None else default_threads(workers)
 
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -800,6 +895,7 @@ __all__ = [
     "RunOutcome",
     "RunTask",
     "SweepFailedError",
+    "SweepInterrupted",
     "SweepPlan",
     "SweepResult",
     "SweepRun",

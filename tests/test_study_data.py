@@ -85,7 +85,7 @@ def fabricate_run(run_dir: Path, scenario: Mapping[str, Any], status: str = "com
             c2 = int(idle.pop())
             d2 = float(speed[c2] * rng.lognormal(0, 0.2))
             inflight.append((t + d2, c2, t, version, d2))
-        for arr, c, disp, base, d in inflight:
+        for _, c, disp, base, d in inflight:
             events.append((task, c, disp, math.nan, base, -1, -1, "in_flight", math.nan, 0.1 * d, 0.8 * d, 0.1 * d, -1))
             task += 1
         end_time = t
@@ -173,3 +173,45 @@ def test_fabricated_runs_load(tmp_path: Path) -> None:
     fabricate_run(tmp_path / "r", BASE)
     r = load_run(tmp_path / "r")
     assert r.status == "completed" and len(r.metrics) and len(r.events)
+
+
+# ------------------------------------------------------------------------------------------------
+# Real tiny runs (the simulator end to end), shared by the sweep / results / plots / study tests
+# ------------------------------------------------------------------------------------------------
+
+TINY_YAML = """\
+# tiny test scenario: 10 clients, 20 server steps (well under a second per run)
+name: tiny
+seed: 0
+algorithm: {name: fedasync, lr: 0.05, local_steps: 2, batch_size: 8}
+server: {mode: async, concurrency: 3, max_staleness: 4}
+data: {dataset: synthetic, mean_samples: 20}
+clients: {count: 10}
+stop: {server_steps: 20}
+eval: {every_steps: 5}
+"""
+
+TINY_GRID = ["server.max_staleness=1,null", "algorithm.name=fedasync,per_fedavg"]
+"""The acceptance sweep: 2 x 2 grid points (x 2 seeds)."""
+
+_CACHE: dict[str, Path] = {}
+
+
+def tiny_scenario(folder: Path, text: str = TINY_YAML, name: str = "tiny.yaml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    p = folder / name
+    p.write_text(text)
+    return p
+
+
+def tiny_sweep(tmp_path_factory: Any, workers: int = 1) -> Path:
+    """A finished 2 x 2 x 2-seed sweep of the tiny scenario (made once per test session)."""
+    key = f"sweep-{workers}"
+    if key not in _CACHE:
+        from asyncfl.sweep import sweep
+
+        base = tmp_path_factory.mktemp(key)
+        scen = tiny_scenario(base)
+        sweep(scen, base / "out", grid=TINY_GRID, seeds=2, workers=workers)
+        _CACHE[key] = base / "out"
+    return _CACHE[key]

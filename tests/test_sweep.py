@@ -1,0 +1,337 @@
+"""Sweeps: grid expansion and validation, run directory names, the sweep manifest, resuming after
+an interruption, failures and divergences, and the Ray backend giving the same bytes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_study_data import TINY_GRID, TINY_YAML, tiny_scenario, tiny_sweep
+
+from asyncfl.cli import main
+from asyncfl.errors import RunDirError, ScenarioError
+from asyncfl.rundir import load_run
+from asyncfl.sweep import (
+    SWEEP_FILE,
+    SweepFailedError,
+    parse_grid,
+    plan_sweep,
+    read_sweep_manifest,
+    run_name,
+    run_sweep,
+    split_values,
+    sweep,
+)
+
+GRID_ARGS = [arg for g in TINY_GRID for arg in ("--grid", g)]
+
+# ------------------------------------------------------------------------------------------------
+# Planning (no runs)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_grid_values_are_yaml_scalars() -> None:
+    grid = parse_grid(
+        ["server.max_staleness=0,5,null", "server.lr=1e-3,0.5", "x.y=[1, 2],{name: hinge, a: 10},'a,b'"]
+    )
+    assert grid["server.max_staleness"] == [0, 5, None]
+    assert grid["server.lr"] == [1e-3, 0.5]
+    assert grid["x.y"] == [[1, 2], {"name": "hinge", "a": 10}, "a,b"]
+    assert split_values("a, [b, c] ,{d: e}") == ["a", "[b, c]", "{d: e}"]
+
+
+def test_plan_expands_grid_times_seeds_in_order(tmp_path: Path) -> None:
+    plan = plan_sweep(tiny_scenario(tmp_path), TINY_GRID, seeds=2)
+    assert [r.name for r in plan.runs] == [
+        "server.max_staleness=1,algorithm.name=fedasync,seed=0",
+        "server.max_staleness=1,algorithm.name=fedasync,seed=1",
+        "server.max_staleness=1,algorithm.name=per_fedavg,seed=0",
+        "server.max_staleness=1,algorithm.name=per_fedavg,seed=1",
+        "server.max_staleness=null,algorithm.name=fedasync,seed=0",
+        "server.max_staleness=null,algorithm.name=fedasync,seed=1",
+        "server.max_staleness=null,algorithm.name=per_fedavg,seed=0",
+        "server.max_staleness=null,algorithm.name=per_fedavg,seed=1",
+    ]
+    r = plan.runs[2]
+    assert r.scenario.server.max_staleness == 1 and r.scenario.algorithm.name == "per_fedavg" and r.scenario.seed == 0
+    assert plan.runs[4].scenario.server.max_staleness is None
+    assert all(r.scenario.sweep is None for r in plan.runs)  # a run is one point, not a sweep
+
+
+def test_run_names_are_filesystem_safe_and_deterministic() -> None:
+    name = run_name({"server.staleness_weight": {"name": "hinge", "a": 10}, "data.root": "/a b/c"}, 3)
+    assert name == "server.staleness_weight=hinge-10,data.root=_a_b_c,seed=3"
+    assert "/" not in run_name({"k": "x/" * 200}, 0) and len(run_name({"k": "x" * 400}, 0)) <= 200
+    assert run_name({"k": "x" * 400}, 0) == run_name({"k": "x" * 400}, 0)
+
+
+def test_sweep_section_of_the_scenario_file(tmp_path: Path) -> None:
+    text = TINY_YAML + "sweep:\n  seeds: 3\n  grid:\n    server.max_staleness: [0, 2]\n"
+    plan = plan_sweep(tiny_scenario(tmp_path, text))
+    assert len(plan.runs) == 6 and plan.seeds == [0, 1, 2]
+    # --grid adds to the file's grid; --seeds replaces its seed count
+    plan = plan_sweep(tiny_scenario(tmp_path, text), ["server.lr=0.5,1.0"], seeds=1)
+    assert len(plan.runs) == 4 and set(plan.grid) == {"server.max_staleness", "server.lr"}
+
+
+def test_grid_of_whole_mappings_gets_short_labels(tmp_path: Path) -> None:
+    grid = {"algorithm": [{"name": "per_fedavg", "variant": "hf", "alpha": 0.01}, {"name": "pfedme", "lam": 10.0}]}
+    plan = plan_sweep(tiny_scenario(tmp_path), grid)
+    assert [r.name for r in plan.runs] == ["algorithm=per_fedavg-hf,seed=0", "algorithm=pfedme,seed=0"]
+    assert plan.runs[1].scenario.algorithm.lam == 10.0
+
+
+@pytest.mark.parametrize(
+    ("grid", "named"),
+    [
+        ("server.max_stalenes=1,2", "server.max_stalenes: no such key"),
+        ("server.max_staleness=1,-2", "server.max_staleness: Input should be greater than or equal to 0"),
+        ("algorithm.name=fedasync,nope", "algorithm.name: unknown choice 'nope'"),
+        ("server.concurrency=2,50", "server.concurrency (50) must be <= clients.count"),
+        ("seed=1,2", "seed: cannot be a grid key; use --seeds"),
+        ("server.lr=1,1", "server.lr: grid value 1 is listed twice"),
+        ("server.lr", "--grid needs KEY=V1,V2"),
+    ],
+)
+def test_bad_grid_exits_2_naming_it(tmp_path: Path, capsys: Any, grid: str, named: str) -> None:
+    scen = tiny_scenario(tmp_path)
+    code = main(["sweep", str(scen), "--grid", grid, "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert named in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # nothing ran, nothing written
+
+
+def test_dry_run_lists_runs(tmp_path: Path, capsys: Any) -> None:
+    code = main(["sweep", str(tiny_scenario(tmp_path)), *GRID_ARGS,
+                 "--seeds", "2", "--out", str(tmp_path / "o"), "--dry-run"])
+    out = capsys.readouterr().out.split()
+    assert code == 0 and len(out) == 8 and not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# Running, resuming
+# ------------------------------------------------------------------------------------------------
+
+
+def _stamps(out: Path) -> dict[str, tuple[int, str]]:
+    """Per run directory: the manifest's mtime and its wall-clock start (changes if rerun)."""
+    res = {}
+    for d in sorted(p for p in out.iterdir() if p.is_dir()):
+        m = d / "manifest.json"
+        if m.is_file():
+            res[d.name] = (m.stat().st_mtime_ns, json.loads(m.read_text())["started"])
+    return res
+
+
+def test_sweep_with_two_workers_writes_every_run_and_the_manifest(tmp_path_factory: Any) -> None:
+    out = tiny_sweep(tmp_path_factory, workers=2)
+    manifest = read_sweep_manifest(out)
+    assert manifest["counts"] == {"completed": 8}
+    assert list(manifest["grid"]) == ["server.max_staleness", "algorithm.name"] and manifest["seeds"] == [0, 1]
+    for entry in manifest["runs"]:
+        r = load_run(out / entry["dir"])
+        assert r.status == "completed" and r.manifest["seed"] == entry["seed"]
+        assert r.manifest["final_metrics"]
+    e = manifest["runs"][4]
+    assert e["overrides"] == {"server.max_staleness": None, "algorithm.name": "fedasync"} and e["seed"] == 0
+
+
+def test_interrupted_sweep_resumes_without_rerunning_finished_runs(tmp_path_factory: Any, tmp_path: Path) -> None:
+    """The 2 x 2 x 2-seed sweep (--workers 2) as an interruption leaves it: one run killed before
+    its manifest was written, one torn mid-write, one never started, sweep.json saying running.
+    Rerunning the same command reruns exactly those three and leaves the other five untouched."""
+    src = tiny_sweep(tmp_path_factory, workers=2)
+    out = tmp_path / "out"
+    shutil.copytree(src, out)
+    names = sorted(p.name for p in out.iterdir() if p.is_dir())
+    killed, torn, never = names[1], names[4], names[6]
+    (out / killed / "manifest.json").unlink()
+    ev = out / torn / "events.csv"
+    ev.write_bytes(ev.read_bytes()[: len(ev.read_bytes()) // 2])
+    shutil.rmtree(out / never)
+    m = json.loads((out / SWEEP_FILE).read_text())
+    for e in m["runs"]:
+        if e["name"] in (killed, torn):
+            e["status"] = "running"
+        elif e["name"] == never:
+            e["status"] = "pending"
+    (out / SWEEP_FILE).write_text(json.dumps(m))
+    before = _stamps(out)
+    scen = Path(json.loads((src / SWEEP_FILE).read_text())["scenario"])
+    code = main(["sweep", str(scen), *GRID_ARGS, "--seeds", "2",
+                 "--out", str(out), "--workers", "2", "--quiet"])
+    assert code == 0
+    after = _stamps(out)
+    rerun = {n for n in names if before.get(n) != after.get(n)}
+    assert rerun == {killed, torn, never}
+    manifest = read_sweep_manifest(out)
+    assert manifest["counts"] == {"completed": 8}
+    assert {e["name"] for e in manifest["runs"] if e.get("resumed")} == set(names) - rerun
+    for n in (killed, torn, never):  # the reruns give the same bytes as the uninterrupted sweep
+        assert (out / n / "metrics.csv").read_bytes() == (src / n / "metrics.csv").read_bytes()
+        assert (out / n / "events.csv").read_bytes() == (src / n / "events.csv").read_bytes()
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_sweep_and_a_rerun_finishes_it(tmp_path: Path) -> None:
+    """A real interruption: SIGTERM once two runs are done; exit 143; the rerun keeps them."""
+    scen = tiny_scenario(tmp_path, TINY_YAML.replace("server_steps: 20", "server_steps: 150"))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "asyncfl", "sweep", str(scen), *GRID_ARGS,
+           "--seeds", "2", "--out", str(out), "--workers", "2", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            if json.loads((out / SWEEP_FILE).read_text())["counts"].get("completed", 0) >= 2:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    if proc.poll() is not None:
+        pytest.skip("the sweep finished before it could be interrupted")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "rerun the same command" in err
+    first = read_sweep_manifest(out)
+    assert first["counts"].get("completed", 0) < 8 and "running" not in first["counts"]
+    done = {e["name"] for e in first["runs"] if e["status"] == "completed"}
+    before = _stamps(out)
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    after = _stamps(out)
+    assert all(before[n] == after[n] for n in done)
+    assert read_sweep_manifest(out)["counts"] == {"completed": 8}
+
+
+def test_a_run_stopped_part_way_is_continued_not_cleared(tmp_path: Path) -> None:
+    """A run directory left 'interrupted' (or without a manifest) holding the same scenario is
+    handed to the runner's resume; one holding damaged results is cleared and rerun. Either
+    way the bytes equal those of an uninterrupted run."""
+    scen = tiny_scenario(tmp_path)
+    ref = sweep(scen, tmp_path / "ref", grid={"server.max_staleness": [1, 3]})
+    out = tmp_path / "out"
+    shutil.copytree(tmp_path / "ref", out)
+    names = [r.name for r in ref.runs]
+    m = json.loads((out / names[0] / "manifest.json").read_text())
+    m["status"] = "interrupted"
+    (out / names[0] / "manifest.json").write_text(json.dumps(m))
+    (out / names[1] / "metrics.csv").write_text("torn")
+    from asyncfl.sweep import _existing_state
+
+    plan = plan_sweep(scen, grid={"server.max_staleness": [1, 3]})
+    assert _existing_state(out / names[0], plan.runs[0].scenario) == ("resume", None)
+    assert _existing_state(out / names[1], plan.runs[1].scenario) == ("redo", None)
+    res = sweep(scen, out, grid={"server.max_staleness": [1, 3]})
+    assert res.counts == {"completed": 2} and not any(r.skipped for r in res.runs)
+    for n in names:
+        for f in ("metrics.csv", "events.csv"):
+            assert (out / n / f).read_bytes() == (tmp_path / "ref" / n / f).read_bytes()
+
+
+@pytest.mark.slow
+def test_sigterm_mid_run_then_rerun_continues_from_the_checkpoint(tmp_path: Path) -> None:
+    """--workers 1 --checkpoint-every: SIGTERM while a run is going; the rerun continues it from
+    its checkpoint and the results equal an uninterrupted sweep's."""
+    text = TINY_YAML.replace("server_steps: 20", "server_steps: 400")
+    scen = tiny_scenario(tmp_path, text)
+    ref = sweep(scen, tmp_path / "ref", grid={"server.max_staleness": [1, 3]})
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "asyncfl", "sweep", str(scen), "--grid", "server.max_staleness=1,3",
+           "--out", str(out), "--checkpoint-every", "20", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = out / ref.runs[0].name
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and not (first / "checkpoint").is_dir():
+        time.sleep(0.02)
+    if proc.poll() is not None:
+        pytest.skip("the sweep finished before it could be interrupted")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert read_sweep_manifest(out)["runs"][0]["status"] == "interrupted"
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    for r in ref.runs:
+        for f in ("metrics.csv", "events.csv"):
+            assert (out / r.name / f).read_bytes() == (tmp_path / "ref" / r.name / f).read_bytes()
+
+
+def test_a_different_scenario_in_the_same_out_is_refused(tmp_path_factory: Any, tmp_path: Path, capsys: Any) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(tiny_sweep(tmp_path_factory, workers=2), out)
+    scen = tiny_scenario(tmp_path)
+    code = main(["sweep", str(scen), *GRID_ARGS, "--seeds", "2",
+                 "--out", str(out), "--set", "server.lr=0.5", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "different scenario" in err and "server.lr" in err
+
+
+def test_a_failed_run_is_recorded_and_the_rest_go_on(tmp_path: Path) -> None:
+    scen = tiny_scenario(tmp_path)
+    grid = {"data": [{"dataset": "synthetic", "mean_samples": 20}, {"dataset": "mnist", "root": str(tmp_path / "none")}]}
+    with pytest.raises(SweepFailedError, match=r"1 of 2 runs failed.*mnist files not found"):
+        sweep(scen, tmp_path / "out", grid=grid)
+    m = read_sweep_manifest(tmp_path / "out")
+    status = {e["name"]: e["status"] for e in m["runs"]}
+    assert sorted(status.values()) == ["completed", "failed"]
+    assert "mnist files not found" in next(e["error"] for e in m["runs"] if e["status"] == "failed")
+
+
+def test_a_diverged_run_is_a_result_not_a_failure(tmp_path: Path) -> None:
+    scen = tiny_scenario(tmp_path)
+    res = sweep(scen, tmp_path / "out", overrides=["data.dataset=quadratic", "model.name=quadratic",
+                                                   "algorithm.local_steps=10"], grid={"algorithm.lr": [0.01, 10.0]})
+    assert res.counts == {"completed": 1, "diverged": 1}
+    again = sweep(scen, tmp_path / "out", overrides=["data.dataset=quadratic", "model.name=quadratic",
+                                                     "algorithm.local_steps=10"], grid={"algorithm.lr": [0.01, 10.0]})
+    assert all(r.skipped for r in again.runs)  # a divergence is deterministic: not rerun
+
+
+def test_out_that_is_not_a_sweep_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirError, match="not an asyncfl sweep"):
+        sweep(tiny_scenario(tmp_path), tmp_path / "out")
+
+
+def test_bad_backend_and_workers(tmp_path: Path) -> None:
+    plan = plan_sweep(tiny_scenario(tmp_path))
+    with pytest.raises(Exception, match="--backend"):
+        run_sweep(plan, tmp_path / "o", backend="slurm")
+    with pytest.raises(Exception, match="--workers"):
+        run_sweep(plan, tmp_path / "o", workers=0)
+    with pytest.raises(ScenarioError):
+        plan_sweep(tiny_scenario(tmp_path), ["nope=1"])
+
+
+def test_ray_backend_gives_the_same_runs(tmp_path_factory: Any, tmp_path: Path) -> None:
+    """The acceptance sweep on a local Ray instance: same directories, byte-identical results."""
+    pytest.importorskip("ray")
+    local = tiny_sweep(tmp_path_factory, workers=2)
+    scen = Path(read_sweep_manifest(local)["scenario"])
+    out = tmp_path / "ray"
+    env_before = os.environ.get("RAY_USAGE_STATS_ENABLED")
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    try:
+        res = sweep(scen, out, grid=TINY_GRID, seeds=2, backend="ray", workers=2)
+    finally:
+        if env_before is None:
+            os.environ.pop("RAY_USAGE_STATS_ENABLED", None)
+    assert res.counts == {"completed": 8}
+    names = sorted(p.name for p in local.iterdir() if p.is_dir())
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == names
+    for n in names:
+        assert load_run(out / n).status == "completed"
+        for f in ("metrics.csv", "events.csv", "scenario.yaml"):
+            assert (out / n / f).read_bytes() == (local / n / f).read_bytes(), (n, f)
