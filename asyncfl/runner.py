@@ -105,6 +105,8 @@ def build(
     With ``snapshot`` (an engine snapshot), the engine continues from that state."""
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     dev = resolve_device(device or scenario.execution.device)
+    if scenario.execution.threads is not None:
+        torch.set_num_threads(scenario.execution.threads)
     check_scenario(scenario, dev)
     dtype = torch.float64 if scenario.execution.dtype == "float64" else torch.float32
     data = build_data(scenario.data, scenario.clients.count, scenario.seed, base).to(dev, dtype)
@@ -162,6 +164,7 @@ def environment_info(device: torch.device) -> dict[str, Any]:
         "platform": platform.platform(),
         "git_commit": _git_commit(),
         "device": str(device),
+        "torch_threads": torch.get_num_threads(),
     }
     if device.type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(device)

@@ -320,8 +320,8 @@ class QuantitySkew(Strict):
 
 class DataCommon(Strict):
     """Keys every data set takes. ``test_fraction``: share of each client's samples held out as
-    its own test set (same label distribution). ``speed_correlation``: couple system and data
-    heterogeneity; clients holding lower labels get slower (see system.compute)."""
+    its own test set (same label distribution). ``min_samples``: fewest samples a client may
+    hold. (To couple system and data heterogeneity, see ``system.speed_by_label``.)"""
 
     partition: Annotated[Partition, Field(default_factory=IidPartition)]
     quantity_skew: Annotated[QuantitySkew, Field(default_factory=QuantitySkew)]
@@ -558,12 +558,16 @@ class ExecutionConfig(Strict):
     """How client updates are computed; never changes results beyond float rounding.
     ``batching``: ``auto`` batches pending jobs with vmap in chunks, ``none`` computes one client at
     a time. ``max_batch``: jobs per vmapped chunk (null: chosen from memory). ``device``: where data
-    and models live."""
+    and models live. ``threads``: torch intra-op threads on the CPU (null: torch's default, one per
+    core). Small models run fastest on 1, and several processes sharing cores must not each take
+    them all (two spinning threads per process made tiny ops ~100x slower on a loaded 2-core box);
+    the count can change float reduction order, so it is part of the scenario."""
 
     batching: Literal["auto", "none"] = "auto"
     max_batch: PositiveInt | None = None
     device: Literal["auto", "cpu", "cuda"] = "cpu"
     dtype: Literal["float32", "float64"] = "float32"
+    threads: PositiveInt | None = None
 
 
 class SweepConfig(Strict):

@@ -65,9 +65,11 @@ class FederatedData:
         if self.task != "classification" or self.num_classes < 2:
             return np.full(self.num_clients, 0.5)
         y = self.train_y.cpu().numpy().astype(np.float64)
-        off, n = self.train_offsets.cpu().numpy(), self.train_sizes_np
-        sums = np.add.reduceat(y, off) if len(y) else np.zeros(len(off))
-        return sums / np.maximum(n, 1) / (self.num_classes - 1)
+        n = self.train_sizes_np
+        owner = np.repeat(np.arange(self.num_clients), n)  # client of each row (back-to-back layout)
+        sums = np.bincount(owner, weights=y, minlength=self.num_clients)
+        frac = sums / np.maximum(n, 1) / (self.num_classes - 1)
+        return np.where(n > 0, frac, 0.5)  # a client without samples counts as the middle
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> FederatedData:
         """Move every tensor to ``device`` once; float features take ``dtype`` if given.

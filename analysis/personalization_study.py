@@ -1,0 +1,799 @@
+"""Personalization study (issue 3): Per-FedAvg (HF, FO), FedAvg and pFedMe, sync and async.
+
+    python analysis/personalization_study.py --out DIR [--scale tiny|small|full] [--seeds N]
+                                             [--workers N] [--threads N] [--datasets synthetic,mnist]
+                                             [--mnist-root DIR [--download]] [--tune]
+
+Question: do the qualitative findings of Per-FedAvg (Fallah, Mokhtari, Ozdaglar 2020) and pFedMe
+(Dinh, Tran, Nguyen 2020) hold in this simulator, under a synchronous server AND under an
+asynchronous one with bounded staleness (PersA-FL, Toghani, Lee, Uribe 2022)?
+
+1. personalized accuracy of Per-FedAvg (HF) >= Per-FedAvg (FO) > FedAvg's global accuracy;
+2. pFedMe's personalized accuracy > the accuracy of its own global model.
+
+Settings (one scenario file each, in ``scenarios/``; their ``sweep.grid`` lists the four algorithm
+blocks and the two server modes, their ``sweep.seeds`` the seeds):
+
+- ``study_personalization_synthetic.yaml``: Synthetic(0.5, 0.5), 100 clients, logistic regression;
+- ``study_personalization_mnist.yaml``: MNIST, 2 digits per client, 50 clients, DNN 784-100-10
+  (the 5,000-image subset ``../shared/data/mnist-5k`` here; ``--mnist-root`` for full MNIST).
+
+Every run of a data set gets the same budget, ``stop.client_updates`` client updates (sync: rounds
+of ``clients_per_round``; async: ``concurrency`` clients in flight, stale updates dropped or
+down-weighted), and is evaluated at the start and 5 (small) or 10 (full) times along that budget
+(the cadence is set per server mode so both are evaluated at the same numbers of client updates).
+Per run, from its final evaluation:
+``personalized_accuracy`` (Per-FedAvg: one step of alpha on the client's training data; pFedMe:
+theta_i(w); FedAvg: one fine-tuning step of its lr) and ``global_accuracy`` (the server model as
+is, on the union of the clients' test sets).
+
+Writes into DIR: ``runs/`` (one asyncfl run directory per run; rerunning the command keeps the
+finished ones), ``runs.csv`` (one row per run), ``results.csv`` and ``results.md`` (mean and s.d.
+over seeds per data set, algorithm and mode, and the findings checked), ``accuracy.png`` (final
+accuracies) and ``curves.png`` (accuracy against client updates).
+
+``--tune`` instead runs the step-size grid of every algorithm (:data:`TUNE_GRID`: the same number
+of points, 6, for each algorithm) under both server modes on a seed not used for reporting
+(:data:`TUNE_SEED`), and writes ``tuning.csv`` / ``tuning.md`` with the selected point per
+algorithm: the best mean over the two modes of the final personalized accuracy (FedAvg: of its
+global accuracy, the number the findings compare against).
+
+Scales: ``tiny`` (6 clients, 24 client updates, 1 seed: seconds; what the tests run),
+``small`` (the scenario files as written, 3 seeds: ~8 min on a 2-core CPU with 2 workers),
+``full`` (4x the budget, 5 seeds).
+
+Only the public API is used: :func:`asyncfl.load_scenario`, :func:`asyncfl.run`,
+:func:`asyncfl.load_run`, then pandas / seaborn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import multiprocessing as mp
+import os
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SCENARIOS: dict[str, Path] = {
+    "synthetic": REPO / "scenarios" / "study_personalization_synthetic.yaml",
+    "mnist": REPO / "scenarios" / "study_personalization_mnist.yaml",
+}
+DATASET_LABELS = {"synthetic": "Synthetic(0.5, 0.5)", "mnist": "MNIST, 2 digits/client"}
+MODES = ("sync", "async")
+ARM_ORDER = ("per_fedavg-hf", "per_fedavg-fo", "fedavg", "pfedme")
+ARM_LABELS = {
+    "per_fedavg-hf": "Per-FedAvg (HF)",
+    "per_fedavg-fo": "Per-FedAvg (FO)",
+    "per_fedavg-exact": "Per-FedAvg (exact)",
+    "fedavg": "FedAvg",
+    "pfedme": "pFedMe",
+}
+METRICS = ("personalized_accuracy", "global_accuracy")
+PERS = "personalized (adapted on each client's own training data)"
+GLOB = "global (server model as is)"
+TUNE_SEED = 100
+"""Seed of the tuning runs (the reported runs use the scenario seed 0, 1, 2, ...)."""
+
+TUNE_GRID: dict[str, dict[str, dict[str, list[float]]]] = {
+    "synthetic": {
+        "per_fedavg": {"alpha": [0.01, 0.03, 0.1], "beta": [0.03, 0.1]},
+        "fedavg": {"lr": [0.01, 0.02, 0.05, 0.1, 0.2, 0.3]},
+        "pfedme": {"personal_lr": [0.01, 0.05], "eta": [0.01, 0.03, 0.06]},
+    },
+    "mnist": {
+        "per_fedavg": {"alpha": [0.01, 0.03, 0.1], "beta": [0.03, 0.1]},
+        "fedavg": {"lr": [0.01, 0.02, 0.05, 0.1, 0.2, 0.3]},
+        "pfedme": {"personal_lr": [0.05, 0.1], "eta": [0.01, 0.03, 0.06]},
+    },
+}
+"""Per data set and algorithm, the step sizes tried (6 points each). Per-FedAvg: alpha in the
+range of pFedMe's and MTFL's Per-FedAvg runs (0.005-0.1), beta larger than the papers' 0.001-0.003
+because the budget is ~6x smaller. pFedMe: lambda = 15 and K = 5 fixed (the paper's MNIST values),
+personal_lr in the paper's 0.01-0.1, eta with eta * lambda < 1 (w stays between w and theta)."""
+
+
+@dataclass(frozen=True)
+class Scale:
+    """What a scale changes: seeds, budget, evaluations per run and extra overrides per data set."""
+
+    seeds: int | None  # None: the scenario file's sweep.seeds
+    budget_factor: float = 1.0
+    budget: dict[str, int] = field(default_factory=dict)  # absolute budget per data set (tiny)
+    evals: int = 10
+    overrides: dict[str, list[str]] = field(default_factory=dict)
+
+
+SCALES: dict[str, Scale] = {
+    "tiny": Scale(
+        seeds=1,
+        budget={"synthetic": 24, "mnist": 24},
+        evals=1,
+        overrides={
+            "synthetic": ["clients.count=6", "server.concurrency=3", "server.clients_per_round=3",
+                          "data.mean_samples=30"],
+            "mnist": ["clients.count=6", "server.concurrency=3", "server.clients_per_round=3",
+                      "data.max_samples=300"],
+        },
+    ),
+    "small": Scale(seeds=None, evals=5),
+    "full": Scale(seeds=5, budget_factor=4.0, evals=10),
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# Planning
+# ------------------------------------------------------------------------------------------------
+
+
+def arm_key(algorithm: dict[str, Any]) -> str:
+    """``per_fedavg-hf`` / ``per_fedavg-fo`` / ``fedavg`` / ``pfedme`` from an algorithm block."""
+    name = str(algorithm["name"])
+    if name == "per_fedavg":
+        return f"per_fedavg-{algorithm.get('variant', 'hf')}"
+    return name
+
+
+def arm_sort(key: str) -> int:
+    return ARM_ORDER.index(key) if key in ARM_ORDER else len(ARM_ORDER)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run: the scenario mapping (before overrides), its overrides, where it goes."""
+
+    dataset: str
+    arm: str
+    mode: str
+    seed: int
+    mapping: dict[str, Any]
+    overrides: tuple[str, ...]
+    base_dir: str
+    run_dir: str
+    label: str = ""  # free text (tuning: the grid point)
+    cost: float = 1.0  # rough relative cost, for scheduling the longest first
+
+
+def read_study_file(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict) or "sweep" not in data or "algorithm" not in data["sweep"].get("grid", {}):
+        raise SystemExit(f"{path}: needs a sweep.grid.algorithm list (the study's algorithm blocks)")
+    return data
+
+
+def data_available(dataset: str, data: dict[str, Any], base_dir: Path, overrides: Sequence[str]) -> str | None:
+    """None if the data set can be built (or downloaded); else a one-line reason to skip it."""
+    d = data.get("data", {})
+    root_over = [o.split("=", 1)[1] for o in overrides if o.startswith("data.root=")]
+    dl_over = [o.split("=", 1)[1] for o in overrides if o.startswith("data.download=")]
+    if d.get("dataset") in (None, "synthetic", "quadratic"):
+        return None
+    download = (dl_over[-1].lower() == "true") if dl_over else bool(d.get("download", False))
+    root = Path(os.path.expanduser(root_over[-1] if root_over else str(d.get("root", "data"))))
+    root = root if root.is_absolute() else (base_dir / root).resolve()
+    if download:
+        return None
+    folder = {"mnist": "MNIST/raw", "fashion_mnist": "FashionMNIST/raw", "emnist": "EMNIST/raw"}.get(d["dataset"], "")
+    where = root / folder
+    if not where.is_dir() or not any(where.iterdir()):
+        return (f"{dataset}: no {d['dataset']} files in {where}; pass --mnist-root DIR (torchvision layout) "
+                "and --download to fetch them")
+    return None
+
+
+def cadence(mode: str, budget: int, cohort: int, evals: int) -> int:
+    """eval.every_steps giving ~``evals`` evaluations over ``budget`` client updates: a sync step
+    takes ``cohort`` updates, an async step one."""
+    steps = budget // cohort if mode == "sync" else budget
+    return max(1, steps // max(1, evals))
+
+
+def base_mapping(data: dict[str, Any], algorithm: dict[str, Any], mode: str, seed: int) -> dict[str, Any]:
+    m = copy.deepcopy({k: v for k, v in data.items() if k != "sweep"})
+    m["algorithm"] = copy.deepcopy(algorithm)
+    m.setdefault("server", {})["mode"] = mode
+    m["seed"] = seed
+    return m
+
+
+def budget_of(dataset: str, data: dict[str, Any], scale: Scale) -> int:
+    if dataset in scale.budget:
+        return scale.budget[dataset]
+    base = int(data.get("stop", {}).get("client_updates") or 0)
+    if base <= 0:
+        raise SystemExit(f"{dataset}: the study scenario needs stop.client_updates (the shared budget)")
+    return round(base * scale.budget_factor)
+
+
+def cohort_of(mapping: dict[str, Any], overrides: Sequence[str], mode: str) -> int:
+    key = "clients_per_round" if mode == "sync" else "concurrency"
+    over = [o.split("=", 1)[1] for o in overrides if o.startswith(f"server.{key}=")]
+    return int(over[-1]) if over else int(mapping.get("server", {}).get(key, 10))
+
+
+ARM_COST = {"per_fedavg-hf": 4.0, "per_fedavg-fo": 2.5, "fedavg": 1.5, "pfedme": 5.0}
+
+
+def plan(
+    out: Path,
+    datasets: Sequence[str],
+    scale: Scale,
+    seeds: int | None,
+    extra: dict[str, list[str]],
+    tune: bool = False,
+) -> tuple[list[Job], list[str]]:
+    """The jobs of the study (or of the tuning grid) and the data sets skipped, with reasons."""
+    import asyncfl
+
+    jobs: list[Job] = []
+    skipped: list[str] = []
+    for ds in datasets:
+        path = SCENARIOS[ds]
+        data = read_study_file(path)
+        base_dir = path.resolve().parent
+        over_ds = [*scale.overrides.get(ds, []), *extra.get(ds, [])]
+        reason = data_available(ds, data, base_dir, over_ds)
+        if reason is not None:
+            skipped.append(reason)
+            continue
+        budget = budget_of(ds, data, scale)
+        n_seeds = seeds or scale.seeds or int(data["sweep"].get("seeds", 1))
+        modes = list(data["sweep"]["grid"].get("server.mode", MODES))
+        ds_cost = 2.0 if ds == "mnist" else 1.0
+        for alg in data["sweep"]["grid"]["algorithm"]:
+            key = arm_key(alg)
+            if tune:
+                grid = TUNE_GRID[ds][alg["name"]]
+                names = list(grid)
+                points = [dict(zip(names, vals, strict=True)) for vals in itertools.product(*(grid[n] for n in names))]
+                variants = [({**alg, **p}, ",".join(f"{k}={v:g}" for k, v in p.items())) for p in points]
+                seed_list = [TUNE_SEED]
+            else:
+                variants = [(alg, "")]
+                seed_list = [int(data.get("seed", 0)) + i for i in range(n_seeds)]
+            for (block, label), mode, seed in itertools.product(variants, modes, seed_list):
+                mapping = base_mapping(data, block, mode, seed)
+                cohort = cohort_of(mapping, over_ds, mode)
+                every = budget + 1 if tune else cadence(mode, budget, cohort, scale.evals)
+                overrides = (*over_ds, f"stop.client_updates={budget}", f"eval.every_steps={every}")
+                sub = Path(ds) / key / (label or ".") / mode / f"seed={seed}"
+                run_dir = out / ("tune" if tune else "runs") / sub
+                jobs.append(
+                    Job(ds, key, mode, seed, mapping, tuple(overrides), str(base_dir), str(run_dir.resolve()),
+                        label, ARM_COST.get(key, 2.0) * ds_cost)
+                )
+                asyncfl.load_scenario(mapping, list(overrides))  # fail fast: validate every run now
+    return jobs, skipped
+
+
+# ------------------------------------------------------------------------------------------------
+# Running (public API only)
+# ------------------------------------------------------------------------------------------------
+
+
+def _init_worker(threads: int) -> None:
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _comparable(scenario: Any, base_dir: str) -> dict[str, Any]:
+    """The scenario as a plain dict with ``data.root`` made absolute against ``base_dir`` (a run
+    directory's scenario.yaml holds the absolute path, the study file a relative one)."""
+    d = scenario.model_dump(mode="json")
+    root = d.get("data", {}).get("root")
+    if isinstance(root, str):
+        p = Path(os.path.expanduser(root))
+        d["data"]["root"] = str(p if p.is_absolute() else (Path(base_dir) / p).resolve())
+    return d
+
+
+def _finished(job: Job) -> bool:
+    """A finished run with the same scenario is kept (rerunning the study resumes it)."""
+    import asyncfl
+
+    d = Path(job.run_dir)
+    if not (d / "manifest.json").is_file():
+        return False
+    try:
+        res = asyncfl.load_run(d)
+        if res.status not in ("completed", "diverged"):
+            return False
+        saved = asyncfl.load_scenario(d / "scenario.yaml")
+        want = asyncfl.load_scenario(job.mapping, list(job.overrides))
+        return _comparable(saved, str(d)) == _comparable(want, job.base_dir)
+    except Exception:
+        return False
+
+
+def execute(job: Job) -> tuple[str, str]:
+    """Run one job into its directory; returns (status, error line)."""
+    import asyncfl
+    from asyncfl.errors import AsyncFLError, DivergedError
+
+    t0 = time.perf_counter()
+    try:
+        scenario = asyncfl.load_scenario(job.mapping, list(job.overrides))
+        asyncfl.run(scenario, job.run_dir, base_dir=job.base_dir, force=True)
+        return "completed", f"{time.perf_counter() - t0:.1f} s"
+    except DivergedError as exc:
+        return "diverged", exc.one_line()
+    except AsyncFLError as exc:
+        return "failed", exc.one_line()
+
+
+def run_jobs(jobs: list[Job], workers: int, threads: int = 1, quiet: bool = False) -> dict[str, tuple[str, str]]:
+    """Run the jobs not already finished, the most expensive first, ``workers`` at a time, each
+    with ``threads`` torch threads (these models are small: a second intra-op thread buys nothing
+    and, on a loaded 2-core machine, made runs ~10x slower)."""
+    todo = [j for j in jobs if not _finished(j)]
+    todo.sort(key=lambda j: -j.cost)
+    status: dict[str, tuple[str, str]] = {}
+    if not quiet:
+        print(f"  {len(jobs) - len(todo)} runs kept, {len(todo)} to run with {workers} worker(s)", file=sys.stderr)
+    threads = max(1, int(threads))
+
+    def report(job: Job, res: tuple[str, str]) -> None:
+        status[job.run_dir] = res
+        if not quiet:
+            what = f"{job.dataset} {job.arm} {job.label} {job.mode} seed={job.seed}".replace("  ", " ")
+            print(f"  {res[0]:>9}  {what}  ({res[1]})", file=sys.stderr)
+
+    if workers <= 1 or len(todo) <= 1:
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            for job in todo:
+                report(job, execute(job))
+        finally:
+            torch.set_num_threads(before)
+        return status
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as ex:
+        futures = {ex.submit(execute, job): job for job in todo}
+        for fut in as_completed(futures):
+            job = futures[fut]
+            try:
+                res = fut.result()
+            except Exception as exc:  # a crash in a worker is reported, not fatal to the study
+                res = ("failed", " ".join(f"{type(exc).__name__}: {exc}".split())[:200])
+            report(job, res)
+    return status
+
+
+# ------------------------------------------------------------------------------------------------
+# Results
+# ------------------------------------------------------------------------------------------------
+
+
+def collect(jobs: Iterable[Job]) -> tuple[Any, Any]:
+    """(per-run final metrics, all evaluations) as pandas frames, read back with asyncfl.load_run."""
+    import pandas as pd
+
+    import asyncfl
+
+    rows, curves = [], []
+    for job in jobs:
+        try:
+            res = asyncfl.load_run(job.run_dir)
+        except Exception:
+            continue
+        fm = res.final_metrics
+        man = res.manifest
+        applied = int(man.get("updates_applied", 0))
+        dropped = int(man.get("updates_dropped", 0))
+        rows.append({
+            "dataset": job.dataset,
+            "algorithm": ARM_LABELS.get(job.arm, job.arm),
+            "arm": job.arm,
+            "hyper": job.label,
+            "mode": job.mode,
+            "seed": job.seed,
+            "status": res.status,
+            "personalized_accuracy": fm.get("personalized_accuracy", float("nan")),
+            "global_accuracy": fm.get("global_accuracy", float("nan")),
+            "personalized_accuracy_p10": fm.get("personalized_accuracy_p10", float("nan")),
+            "client_updates": applied + dropped,
+            "updates_dropped": dropped,
+            "staleness_mean": float(man.get("staleness_mean", 0.0)),
+            "staleness_max": int(man.get("staleness_max", 0)),
+            "sim_time_s": float(man.get("sim_time", float("nan"))),
+            "wall_time_s": float(man.get("wall_time_s", float("nan"))),
+        })
+        met = res.metrics
+        first = met[(met["metric"] == "personalized_accuracy")].sort_values(["client_updates", "sim_time"])
+        rows[-1]["personalized_accuracy_start"] = float(first["value"].iloc[0]) if len(first) else float("nan")
+        m = met[met["metric"].isin(METRICS)].copy()
+        m["dataset"], m["algorithm"], m["arm"], m["mode"], m["seed"], m["hyper"] = (
+            job.dataset, ARM_LABELS.get(job.arm, job.arm), job.arm, job.mode, job.seed, job.label)
+        curves.append(m)
+    runs = pd.DataFrame(rows)
+    evals = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
+    return runs, evals
+
+
+def summarize(runs: Any) -> Any:
+    """Mean and s.d. over seeds per (dataset, algorithm, mode)."""
+    import pandas as pd
+
+    if runs.empty:
+        return pd.DataFrame()
+    keys = ["dataset", "algorithm", "arm", "mode"]
+    g = runs.groupby(keys, sort=False)
+    out = g.agg(
+        seeds=("seed", "nunique"),
+        personalized_accuracy=("personalized_accuracy", "mean"),
+        personalized_accuracy_sd=("personalized_accuracy", "std"),
+        global_accuracy=("global_accuracy", "mean"),
+        global_accuracy_sd=("global_accuracy", "std"),
+        personalized_accuracy_start=("personalized_accuracy_start", "mean"),
+        staleness_mean=("staleness_mean", "mean"),
+        dropped_share=("updates_dropped", "sum"),
+        client_updates=("client_updates", "sum"),
+        sim_time_s=("sim_time_s", "mean"),
+        diverged=("status", lambda s: int((s == "diverged").sum())),
+    ).reset_index()
+    out["dropped_share"] = out["dropped_share"] / out["client_updates"].clip(lower=1)
+    out = out.drop(columns=["client_updates"])
+    out["_d"] = out["dataset"].map({d: i for i, d in enumerate(SCENARIOS)})
+    out["_m"] = out["mode"].map({m: i for i, m in enumerate(MODES)})
+    out["_a"] = out["arm"].map(arm_sort)
+    return out.sort_values(["_d", "_m", "_a"]).drop(columns=["_d", "_m", "_a"]).reset_index(drop=True)
+
+
+def _pm(mean: float, sd: float) -> str:
+    if mean != mean:  # NaN
+        return "n/a"
+    return f"{100 * mean:.1f} ± {100 * sd:.1f}" if sd == sd else f"{100 * mean:.1f}"
+
+
+def findings(table: Any) -> list[dict[str, Any]]:
+    """The papers' claims, checked per (dataset, mode) on the means over seeds."""
+    out: list[dict[str, Any]] = []
+    for (ds, mode), grp in table.groupby(["dataset", "mode"], sort=False):
+        by = {r.arm: r for r in grp.itertuples()}
+
+        def claim(text: str, lhs: float, rhs: float, lsd: float, rsd: float, strict: bool,
+                  ds: str = str(ds), mode: str = str(mode)) -> None:
+            if lhs != lhs or rhs != rhs:
+                return
+            diff = lhs - rhs
+            holds = diff > 0 if strict else diff >= 0
+            noise = (lsd if lsd == lsd else 0.0) + (rsd if rsd == rsd else 0.0)
+            out.append({"dataset": ds, "mode": mode, "claim": text, "lhs": lhs, "rhs": rhs, "diff": diff,
+                        "holds": bool(holds), "within_noise": bool(abs(diff) <= noise)})
+
+        hf, fo, fa, pm = (by.get(k) for k in ("per_fedavg-hf", "per_fedavg-fo", "fedavg", "pfedme"))
+        if hf is not None and fo is not None:
+            claim("Per-FedAvg (HF) personalized >= Per-FedAvg (FO) personalized", hf.personalized_accuracy,
+                  fo.personalized_accuracy, hf.personalized_accuracy_sd, fo.personalized_accuracy_sd, False)
+        if fo is not None and fa is not None:
+            claim("Per-FedAvg (FO) personalized > FedAvg global", fo.personalized_accuracy, fa.global_accuracy,
+                  fo.personalized_accuracy_sd, fa.global_accuracy_sd, True)
+        if hf is not None and fa is not None:
+            claim("Per-FedAvg (HF) personalized > FedAvg global", hf.personalized_accuracy, fa.global_accuracy,
+                  hf.personalized_accuracy_sd, fa.global_accuracy_sd, True)
+        if pm is not None:
+            claim("pFedMe personalized > pFedMe global", pm.personalized_accuracy, pm.global_accuracy,
+                  pm.personalized_accuracy_sd, pm.global_accuracy_sd, True)
+    return out
+
+
+def markdown(table: Any, checks: list[dict[str, Any]], scale: str, command: str, skipped: Sequence[str]) -> str:
+    lines = [
+        f"# Personalization study ({scale} scale)",
+        "",
+        f"Produced by `{command}`.",
+        "",
+        "Final accuracies (%) after the same number of client updates per data set, mean ± s.d. over "
+        "seeds. *Personalized*: Per-FedAvg one step of alpha, pFedMe theta_i(w), FedAvg one fine-tuning "
+        "step of its lr, each on the client's training data, scored on its own test data. *Global*: "
+        "the server model as is, on the union of the clients' test sets. *At start*: the same "
+        "personalization applied to the initial model, before any client update (what adaptation alone "
+        "gives, without federation). *Staleness*: mean staleness of the applied updates; *dropped*: share "
+        "of updates staler than tau; *sim. time*: simulated seconds the budget took.",
+        "",
+        "| data set | mode | algorithm | seeds | personalized acc. (%) | global acc. (%) | personalized at start (%) | staleness mean | dropped | sim. time (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in table.itertuples():
+        div = f" ({r.diverged} diverged)" if r.diverged else ""
+        lines.append(
+            f"| {DATASET_LABELS.get(r.dataset, r.dataset)} | {r.mode} | {r.algorithm}{div} | {r.seeds} | "
+            f"{_pm(r.personalized_accuracy, r.personalized_accuracy_sd)} | "
+            f"{_pm(r.global_accuracy, r.global_accuracy_sd)} | {100 * r.personalized_accuracy_start:.1f} | "
+            f"{r.staleness_mean:.1f} | "
+            f"{100 * r.dropped_share:.0f}% | {r.sim_time_s:.0f} |"
+        )
+    lines += ["", "## The papers' findings, checked", "",
+              "| data set | mode | claim | left (%) | right (%) | difference (points) | holds |",
+              "|---|---|---|---|---|---|---|"]
+    for c in checks:
+        verdict = "yes" if c["holds"] else "**no**"
+        if c["within_noise"]:
+            verdict += " (within 1 s.d.)"
+        lines.append(
+            f"| {DATASET_LABELS.get(c['dataset'], c['dataset'])} | {c['mode']} | {c['claim']} | "
+            f"{100 * c['lhs']:.1f} | {100 * c['rhs']:.1f} | {100 * c['diff']:+.1f} | {verdict} |"
+        )
+    if skipped:
+        lines += ["", "Skipped: " + "; ".join(skipped)]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# Figures
+# ------------------------------------------------------------------------------------------------
+
+
+def _setup_matplotlib() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="paper", font_scale=1.0)
+    return plt, sns
+
+
+def figure_accuracy(runs: Any, path: Path) -> Path:
+    """Final accuracy per algorithm: a panel per (data set, server mode), bars = mean over seeds,
+    error bars = s.d., dots = seeds; personalized and global side by side."""
+    import numpy as np
+
+    plt, sns = _setup_matplotlib()
+    np.random.seed(0)  # stripplot's jitter draws from numpy's global generator: same figure every time
+    long = runs.melt(
+        id_vars=["dataset", "algorithm", "arm", "mode", "seed"],
+        value_vars=list(METRICS), var_name="model", value_name="accuracy",
+    )
+    long["accuracy"] = 100 * long["accuracy"]
+    long["model"] = long["model"].map({"personalized_accuracy": PERS, "global_accuracy": GLOB})
+    long["panel"] = [f"{DATASET_LABELS.get(d, d)}, {m}" for d, m in zip(long["dataset"], long["mode"], strict=True)]
+    order = [ARM_LABELS[a] for a in ARM_ORDER if a in set(runs["arm"])]
+    panels = [f"{DATASET_LABELS.get(d, d)}, {m}" for d in SCENARIOS for m in MODES
+              if ((runs["dataset"] == d) & (runs["mode"] == m)).any()]
+    ncol = 2 if len(panels) > 1 else 1
+    nrow = -(-len(panels) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.4 * ncol, 2.9 * nrow + 0.6), squeeze=False, sharey=True)
+    hue_order = [PERS, GLOB]
+    palette = dict(zip(hue_order, sns.color_palette("deep", 2), strict=True))
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        sub = long[long["panel"] == panel]
+        sns.barplot(data=sub, x="algorithm", y="accuracy", hue="model", order=order, hue_order=hue_order,
+                    errorbar="sd", capsize=0.15, err_kws={"linewidth": 1.0}, palette=palette, ax=ax, legend=False)
+        sns.stripplot(data=sub, x="algorithm", y="accuracy", hue="model", order=order, hue_order=hue_order,
+                      dodge=True, palette=["black", "black"], size=2.5, alpha=0.6, ax=ax, legend=False)
+        ax.set_title(panel, fontsize=9)
+        ax.set_xlabel("")
+        ax.set_ylabel("final test accuracy (%)")
+        ax.set_ylim(0, 100)
+        ax.tick_params(axis="x", labelsize=7.5)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=palette[h]) for h in hue_order]
+    fig.legend(handles, hue_order, loc="lower center", ncol=2, frameon=False, fontsize=8)
+    n_seeds = int(runs.groupby(["dataset", "arm", "mode"])["seed"].nunique().max()) if len(runs) else 0
+    fig.suptitle(f"Personalized vs global accuracy after the same client-update budget\n(bars: mean over "
+                 f"{n_seeds} seed{'s' if n_seeds != 1 else ''}, error bars: s.d., dots: single seeds)", fontsize=9)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def figure_curves(evals: Any, budgets: dict[str, int], evals_per_run: int, path: Path) -> Path:
+    """Accuracy against client updates received: personalized (solid) per algorithm and the global
+    accuracy of FedAvg and pFedMe (dashed); mean over seeds, band = s.d."""
+    plt, sns = _setup_matplotlib()
+    e = evals.copy()
+    # Async runs evaluate every k applied steps, so their client-update counts differ slightly
+    # across seeds (dropped updates count too); put every evaluation on the common grid.
+    step = {d: max(1, b // max(1, evals_per_run)) for d, b in budgets.items()}
+    e["updates"] = [round(u / step[d]) * step[d] for u, d in zip(e["client_updates"], e["dataset"], strict=True)]
+    e["accuracy"] = 100 * e["value"]
+    keep = (e["metric"] == "personalized_accuracy") | (
+        (e["metric"] == "global_accuracy") & e["arm"].isin(["fedavg", "pfedme"]))
+    e = e[keep]
+    e["curve"] = [f"{a}, {'personalized' if m == 'personalized_accuracy' else 'global'}"
+                  for a, m in zip(e["algorithm"], e["metric"], strict=True)]
+    order = [f"{ARM_LABELS[a]}, personalized" for a in ARM_ORDER] + ["FedAvg, global", "pFedMe, global"]
+    order = [o for o in order if o in set(e["curve"])]
+    colors = dict(zip([ARM_LABELS[a] for a in ARM_ORDER], sns.color_palette("deep", 4), strict=True))
+    palette = {o: colors[o.split(",")[0]] for o in order}
+    dashes = {o: (4, 2) if o.endswith("global") else "" for o in order}
+    panels = [(d, m) for d in SCENARIOS for m in MODES if ((e["dataset"] == d) & (e["mode"] == m)).any()]
+    ncol = 2 if len(panels) > 1 else 1
+    nrow = -(-len(panels) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.4 * ncol, 2.8 * nrow + 0.8), squeeze=False, sharey=True)
+    for ax, (d, m) in zip(axes.flat, panels, strict=False):
+        sub = e[(e["dataset"] == d) & (e["mode"] == m)]
+        sns.lineplot(data=sub, x="updates", y="accuracy", hue="curve", style="curve", hue_order=order,
+                     style_order=order, palette=palette, dashes=dashes, errorbar="sd", ax=ax, legend=False,
+                     linewidth=1.3)
+        ax.set_title(f"{DATASET_LABELS.get(d, d)}, {m}", fontsize=9)
+        ax.set_xlabel("client updates received (count)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylim(0, 100)
+        ax.set_xlim(0, budgets[d])
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    handles = [plt.Line2D([0], [0], color=palette[o], linestyle="--" if o.endswith("global") else "-") for o in order]
+    fig.legend(handles, order, loc="lower center", ncol=3, frameon=False, fontsize=7.5)
+    fig.suptitle("Accuracy against the client-update budget (mean over seeds, band: s.d.)", fontsize=9)
+    fig.tight_layout(rect=(0, 0.1, 1, 0.97))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# Tuning report
+# ------------------------------------------------------------------------------------------------
+
+
+def tuning_report(runs: Any, out: Path, command: str) -> dict[str, Path]:
+    """Per (data set, algorithm, grid point): final metrics per mode; the selected point per
+    (data set, algorithm) maximises the mean over modes of the selection metric."""
+    import pandas as pd
+
+    if runs.empty:
+        raise SystemExit("tuning produced no runs")
+    runs = runs.copy()
+    runs["select_on"] = ["global_accuracy" if a == "fedavg" else "personalized_accuracy" for a in runs["arm"]]
+    runs["score"] = [r[s] if r["status"] == "completed" else float("-inf") for _, r in runs.iterrows()
+                     for s in [r["select_on"]]]
+    wide = runs.pivot_table(index=["dataset", "arm", "hyper"], columns="mode",
+                            values=["personalized_accuracy", "global_accuracy", "score"], aggfunc="mean")
+    wide.columns = [f"{a} {b}" for a, b in wide.columns]
+    wide = wide.reset_index()
+    score_cols = [c for c in wide.columns if c.startswith("score ")]
+    wide["score"] = wide[score_cols].mean(axis=1)
+    wide["selected"] = False
+    for _, grp in wide.groupby(["dataset", "arm"]):
+        wide.loc[grp["score"].idxmax(), "selected"] = True
+    wide["_a"] = wide["arm"].map(arm_sort)
+    wide = wide.sort_values(["dataset", "_a", "hyper"]).drop(columns=["_a", *score_cols])
+    wide.to_csv(out / "tuning.csv", index=False)
+    lines = [f"# Step-size tuning (seed {TUNE_SEED})", "", f"Produced by `{command}`.", "",
+             "Selection: best mean over the two server modes of the final personalized accuracy "
+             "(FedAvg: global accuracy). Accuracies in %.", ""]
+    cols = [c for c in wide.columns if c not in ("dataset", "arm", "hyper", "selected", "score")]
+    lines.append("| data set | algorithm | step sizes | " + " | ".join(cols) + " | selected |")
+    lines.append("|---" * (len(cols) + 4) + "|")
+    for d in wide.to_dict("records"):
+        vals = " | ".join("n/a" if pd.isna(d[c]) or d[c] == float("-inf") else f"{100 * d[c]:.1f}" for c in cols)
+        lines.append(f"| {d['dataset']} | {ARM_LABELS.get(d['arm'], d['arm'])} | {d['hyper']} | {vals} | "
+                     f"{'**yes**' if d['selected'] else ''} |")
+    (out / "tuning.md").write_text("\n".join(lines) + "\n")
+    return {"tuning.csv": out / "tuning.csv", "tuning.md": out / "tuning.md"}
+
+
+# ------------------------------------------------------------------------------------------------
+# Entry point
+# ------------------------------------------------------------------------------------------------
+
+
+def run_study(
+    out: Path,
+    scale: str = "small",
+    seeds: int | None = None,
+    workers: int = 1,
+    datasets: Sequence[str] = tuple(SCENARIOS),
+    extra: dict[str, list[str]] | None = None,
+    tune: bool = False,
+    quiet: bool = False,
+    command: str = "",
+    threads: int = 1,
+) -> dict[str, Path]:
+    """Run (or resume) the study and write its table and figures; returns what was written."""
+    if scale not in SCALES:
+        raise SystemExit(f"--scale: unknown scale {scale!r}; allowed: {', '.join(SCALES)}")
+    unknown = [d for d in datasets if d not in SCENARIOS]
+    if unknown:
+        raise SystemExit(f"--datasets: unknown {', '.join(unknown)}; allowed: {', '.join(SCENARIOS)}")
+    sc = SCALES[scale]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs, skipped = plan(out, datasets, sc, seeds, extra or {}, tune=tune)
+    for s in skipped:
+        print(f"personalization_study: skipped {s}", file=sys.stderr)
+    if not jobs:
+        raise SystemExit("personalization_study: nothing to run (every data set skipped)")
+    if not quiet:
+        print(f"personalization study ({scale}{', tuning' if tune else ''}): {len(jobs)} runs into {out}",
+              file=sys.stderr)
+    t0 = time.perf_counter()
+    status = run_jobs(jobs, workers, threads, quiet)
+    failed = [f"{k}: {v[1]}" for k, v in status.items() if v[0] == "failed"]
+    for f in failed:
+        print(f"personalization_study: run failed: {f}", file=sys.stderr)
+    runs, evals = collect(jobs)
+    if runs.empty:
+        raise SystemExit("personalization_study: no run finished")
+    command = command or f"python analysis/personalization_study.py --out {out} --scale {scale}"
+    written: dict[str, Path] = {}
+    if tune:
+        runs.to_csv(out / "tuning_runs.csv", index=False)
+        written.update(tuning_report(runs, out, command))
+        return written
+    runs.to_csv(out / "runs.csv", index=False)
+    written["runs.csv"] = out / "runs.csv"
+    table = summarize(runs)
+    checks = findings(table)
+    table.to_csv(out / "results.csv", index=False)
+    written["results.csv"] = out / "results.csv"
+    (out / "results.md").write_text(markdown(table, checks, scale, command, skipped))
+    written["results.md"] = out / "results.md"
+    budgets = {j.dataset: next(int(o.split("=")[1]) for o in j.overrides if o.startswith("stop.client_updates="))
+               for j in jobs}
+    written["accuracy.png"] = figure_accuracy(runs, out / "accuracy.png")
+    written["curves.png"] = figure_curves(evals, budgets, sc.evals, out / "curves.png")
+    if not quiet:
+        print(f"personalization study: done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return written
+
+
+def parse_sets(items: Sequence[str]) -> dict[str, list[str]]:
+    """``--set [DATASET:]KEY=VALUE`` -> overrides per data set (no prefix: every data set)."""
+    out: dict[str, list[str]] = {d: [] for d in SCENARIOS}
+    for item in items:
+        head, _, rest = item.partition(":")
+        if rest and head in SCENARIOS and "=" not in head:
+            out[head].append(rest)
+        else:
+            for d in out:
+                out[d].append(item)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Personalization study: Per-FedAvg (HF, FO), FedAvg, pFedMe; sync and async.")
+    p.add_argument("--out", type=Path, required=True, help="output folder (runs/ inside it, tables and figures beside)")
+    p.add_argument("--scale", choices=list(SCALES), default="small")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per setting (default: the scale's / the file's)")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="runs at once (processes)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+    p.add_argument("--datasets", default=",".join(SCENARIOS), help="comma-separated subset of: " + ", ".join(SCENARIOS))
+    p.add_argument("--mnist-root", default=None, help="folder holding MNIST/raw/ (torchvision layout); default: the scenario's")
+    p.add_argument("--download", action="store_true", help="let torchvision download MNIST into --mnist-root")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="[DATASET:]KEY=VALUE",
+                   help="extra scenario override, e.g. mnist:clients.count=20 (no prefix: both data sets)")
+    p.add_argument("--tune", action="store_true", help="run the step-size grid instead (tuning.csv / tuning.md)")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    extra = parse_sets(args.sets)
+    if args.mnist_root:
+        extra["mnist"].append(f"data.root={Path(args.mnist_root).expanduser().resolve()}")
+    if args.download:
+        extra["mnist"].append("data.download=true")
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    command = "python analysis/personalization_study.py " + " ".join(sys.argv[1:] if argv is None else list(argv))
+    from asyncfl.errors import AsyncFLError
+
+    try:
+        written = run_study(args.out, args.scale, args.seeds, args.workers, datasets, extra, args.tune,
+                            args.quiet, command.strip(), args.threads)
+    except AsyncFLError as exc:
+        print(f"personalization_study: error: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
+    for path in written.values():
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

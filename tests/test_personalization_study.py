@@ -1,0 +1,98 @@
+"""The personalization study script (analysis/personalization_study.py) at tiny scale: it runs every
+algorithm under both server modes, writes its table (CSV and Markdown) and its figures, keeps
+finished runs when rerun, and reads results only through asyncfl's public API."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "analysis" / "personalization_study.py"
+MNIST = REPO.parent / "shared" / "data" / "mnist-5k" / "MNIST" / "raw"
+ALGORITHMS = {"Per-FedAvg (HF)", "Per-FedAvg (FO)", "FedAvg", "pFedMe"}
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pstudy")
+    datasets = "synthetic,mnist" if MNIST.is_dir() else "synthetic"
+    proc = run_script("--out", str(out), "--scale", "tiny", "--workers", "1", "--datasets", datasets)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_writes_table_and_figures(tiny_study: Path) -> None:
+    for name in ("results.csv", "results.md", "runs.csv", "accuracy.png", "curves.png"):
+        path = tiny_study / name
+        assert path.is_file() and path.stat().st_size > 0, name
+    for fig in ("accuracy.png", "curves.png"):
+        data = (tiny_study / fig).read_bytes()
+        assert data.startswith(b"\x89PNG") and 10_000 < len(data) < 400_000
+
+
+def test_table_has_every_algorithm_and_mode(tiny_study: Path) -> None:
+    table = pd.read_csv(tiny_study / "results.csv")
+    datasets = set(table["dataset"])
+    assert "synthetic" in datasets
+    for ds in datasets:
+        sub = table[table["dataset"] == ds]
+        assert set(sub["algorithm"]) == ALGORITHMS
+        assert set(sub["mode"]) == {"sync", "async"}
+        assert len(sub) == 8
+    for col in ("personalized_accuracy", "global_accuracy"):
+        assert table[col].between(0.0, 1.0).all()
+    runs = pd.read_csv(tiny_study / "runs.csv")
+    assert (runs["status"] == "completed").all()
+    # same budget of client updates for every run of a data set
+    for _, grp in runs.groupby("dataset"):
+        assert grp["client_updates"].nunique() == 1
+    assert (runs.loc[runs["mode"] == "sync", "staleness_mean"] == 0).all()
+    md = (tiny_study / "results.md").read_text()
+    assert "| data set | mode | algorithm |" in md and "The papers' findings, checked" in md
+    assert "python analysis/personalization_study.py" in md
+    assert "pFedMe personalized > pFedMe global" in md
+
+
+def test_rerun_keeps_finished_runs(tiny_study: Path) -> None:
+    """Rerunning the command resumes: every finished run is recognised (also those whose data.root,
+    relative in the study file, was written out absolute in the run directory)."""
+    datasets = "synthetic,mnist" if MNIST.is_dir() else "synthetic"
+    n = 8 * len(datasets.split(","))
+    proc = run_script("--out", str(tiny_study), "--scale", "tiny", "--workers", "1", "--datasets", datasets)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"{n} runs kept, 0 to run" in proc.stderr
+
+
+def test_missing_mnist_is_skipped_with_a_reason(tmp_path: Path) -> None:
+    proc = run_script("--out", str(tmp_path / "o"), "--scale", "tiny", "--workers", "1", "--datasets", "mnist",
+                      "--mnist-root", str(tmp_path / "nowhere"))
+    assert proc.returncode != 0
+    assert "skipped mnist: no mnist files in" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_script_uses_only_the_public_api() -> None:
+    """analysis/ reads run directories through asyncfl.run / load_run / load_scenario (and the error
+    types); it never imports the simulator's internals."""
+    tree = ast.parse(SCRIPT.read_text())
+    imported: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module)
+    ours = {m for m in imported if m == "asyncfl" or m.startswith("asyncfl.")}
+    assert ours <= {"asyncfl", "asyncfl.errors"}, ours
