@@ -102,9 +102,12 @@ class TorchBackend:
         tasks = [t for t, _ in updates]
         clients = [self._task_client[t] for t in tasks]
         deltas = [self.executor.result(t) for t in tasks]
-        for t, c, d in zip(tasks, clients, deltas, strict=True):
-            if not bool(torch.isfinite(d).all()):
-                raise DivergedError("update", int(self.version), c)
+        stacked = torch.stack(deltas) if deltas else self.current.new_zeros((0, self.current.numel()))
+        # One finiteness check (one host sync on a GPU) per step; the culprit is sought only on failure.
+        if not bool(torch.isfinite(stacked).all()):
+            for c, d in zip(clients, deltas, strict=True):
+                if not bool(torch.isfinite(d).all()):
+                    raise DivergedError("update", int(self.version), c)
         x = self.current
         if self.local:
             for t, c, d in zip(tasks, clients, deltas, strict=True):
@@ -116,8 +119,7 @@ class TorchBackend:
             weights = [w for _, w in updates]
             counts = [float(self._sizes[c]) for c in clients]
             coeffs = server_rules.step_coefficients(self.server, weights, counts)
-            coeffs_t = torch.tensor(coeffs, dtype=x.dtype, device=x.device)
-            stacked = torch.stack(deltas)
+            coeffs_t = torch.tensor(coeffs, dtype=x.dtype).to(x.device, non_blocking=True)  # no GPU sync
             if self.rule.server_rule == "mixing":
                 bases = torch.stack([self.versions.get(ModelVersion(self._task_base[t])) for t in tasks])
                 new = server_rules.mixing_step(x, bases + stacked, coeffs_t)

@@ -67,6 +67,7 @@ def make_parser() -> argparse.ArgumentParser:
     from asyncfl import cli_study
 
     cli_study.register(sub, COMMANDS)
+    from asyncfl import bench; bench.register(sub, COMMANDS)  # noqa: E702
     return parser
 
 

@@ -2,8 +2,12 @@
 
 A version (a flat parameter tensor) is held only while something needs it: the current server
 model, or an in-flight client that pulled it and has not been applied or discarded. Memory thus
-follows the number of distinct live versions, not the number of clients. ``peak`` reports the
-most versions held at once.
+follows the number of distinct live versions, not the number of clients: with ``c`` clients in
+flight at most ``c + 1`` versions are alive (async), plus those pinned by updates waiting in a
+buffer. ``peak`` reports the most versions held at once, ``peak_bytes`` their bytes.
+
+A client task holds a reference, not a copy: every task that pulled version v shares its one
+tensor (and so does the executor's job for it, until its update is computed).
 """
 
 from __future__ import annotations
@@ -14,10 +18,14 @@ from asyncfl.types import ModelVersion
 
 
 class VersionStore:
+    """Versions by number, each with a reference count; see the module docstring."""
+
     def __init__(self) -> None:
         self._tensors: dict[int, Tensor] = {}
         self._refs: dict[int, int] = {}
+        self._bytes = 0
         self.peak = 0
+        self.peak_bytes = 0
 
     def put(self, version: ModelVersion, w: Tensor) -> None:
         """Add ``version`` with one reference (the holder that created it)."""
@@ -25,7 +33,11 @@ class VersionStore:
             raise KeyError(f"version {version} already stored")
         self._tensors[version] = w
         self._refs[version] = 1
-        self.peak = max(self.peak, len(self._tensors))
+        self._bytes += w.numel() * w.element_size()
+        if len(self._tensors) > self.peak:
+            self.peak = len(self._tensors)
+        if self._bytes > self.peak_bytes:
+            self.peak_bytes = self._bytes
 
     def acquire(self, version: ModelVersion) -> Tensor:
         """One more reference to ``version``; returns its tensor."""
@@ -40,7 +52,8 @@ class VersionStore:
         n = self._refs[version] - 1
         if n == 0:
             del self._refs[version]
-            del self._tensors[version]
+            w = self._tensors.pop(version)
+            self._bytes -= w.numel() * w.element_size()
         else:
             self._refs[version] = n
 
@@ -49,6 +62,11 @@ class VersionStore:
 
     def live(self) -> list[int]:
         return sorted(self._tensors)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the versions held now."""
+        return self._bytes
 
     def __len__(self) -> int:
         return len(self._tensors)

@@ -18,7 +18,21 @@ from asyncfl.models.base import LossFn
 
 
 def loss_grad(loss: LossFn, w: Tensor, x: Tensor, y: Tensor, m: Tensor) -> Tensor:
-    """grad_w f(w; D) [P] by reverse-mode autograd (torch.func.grad)."""
+    """grad_w f(w; D) [P] by reverse-mode autograd (torch.func.grad).
+
+    A loss that carries its own ``gradient(w, x, y, m)`` (the executor's
+    :class:`~asyncfl.executor.DenseLoss`: explicit back-propagation) is differentiated by it.
+    Otherwise, outside any function transform (no vmap / grad active) and when nothing
+    differentiates through ``w``, plain ``torch.autograd.grad`` computes the same gradient about
+    2x faster than torch.func (the executor's one-at-a-time path)."""
+    custom = getattr(loss, "gradient", None)
+    if custom is not None:
+        return custom(w, x, y, m)
+    if not w.requires_grad and torch._C._functorch.maybe_current_level() is None:
+        with torch.enable_grad():
+            wg = w.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(loss(wg, x, y, m), wg)
+        return g
     return grad(loss)(w, x, y, m)
 
 
