@@ -64,10 +64,10 @@ def make_parser() -> argparse.ArgumentParser:
     d.add_argument("--rows", type=int, default=10, help="clients shown in the text summary")
     _add_run_args(d)
 
-    from asyncfl import cli_study
+    from asyncfl import bench, cli_study
 
     cli_study.register(sub, COMMANDS)
-    from asyncfl import bench; bench.register(sub, COMMANDS)  # noqa: E702
+    bench.register(sub, COMMANDS)
     return parser
 
 

@@ -11,8 +11,8 @@ import io
 import json
 import platform
 import signal
-import threading
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from asyncfl import checkpoint
 from asyncfl.algorithms.registry import build_rule
 from asyncfl.backend import TorchBackend
-from asyncfl import checkpoint
 from asyncfl.checkpoint import Checkpointer
 from asyncfl.config.loader import dump_scenario, load_scenario
 from asyncfl.config.schema import Scenario
@@ -177,7 +177,7 @@ def summarize_events(events: pd.DataFrame) -> dict[str, Any]:
     applied = events[events["status"] == "applied"] if len(events) else events
     stale = applied["staleness"] if len(applied) else pd.Series(dtype=float)
     return {
-        "tasks": int(len(events)),
+        "tasks": len(events),
         "status_counts": counts,
         "updates_applied": counts.get("applied", 0),
         "updates_dropped": int(sum(v for k, v in counts.items() if k.startswith("dropped"))),
@@ -285,7 +285,7 @@ class _Session:
                 result = engine.run()
             except DivergedError as exc:
                 return engine.result(), "diverged", exc, None
-            except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - recorded as status failed, re-raised
+            except (Exception, KeyboardInterrupt) as exc:
                 return engine.result(), "failed", exc, None
         if sigs.received is not None and not engine.finished:
             if self.ckpt is not None:

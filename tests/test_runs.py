@@ -92,7 +92,7 @@ def test_bad_input_exits_2_with_one_line(
         else:
             tiny[key] = value
     f = write_scenario(tmp_path / "s.yaml", tiny)
-    code, out, err = _run_cli(["run", str(f), "--out", str(tmp_path / "o"), "--quiet", *args_extra], capsys)
+    code, _, err = _run_cli(["run", str(f), "--out", str(tmp_path / "o"), "--quiet", *args_extra], capsys)
     assert code == 2, err
     assert err.count("\n") == 1 and pattern in err and "Traceback" not in err
 
@@ -262,12 +262,12 @@ def test_load_run_rejects_incomplete_directories(tiny_file: Path, tmp_path: Path
     with pytest.raises(RunDirError, match="truncated or altered"):
         asyncfl.load_run(out)
     ev.unlink()
-    with pytest.raises(RunDirError, match="events.csv is missing"):
+    with pytest.raises(RunDirError, match=r"events\.csv is missing"):
         asyncfl.load_run(out)
     ev.write_bytes(full)
     (out / "manifest.json").write_text('{"status": "compl')
     with pytest.raises(RunDirError, match="unreadable manifest"):
         asyncfl.load_run(out)
     (out / "manifest.json").unlink()
-    with pytest.raises(RunDirError, match="manifest.json is missing"):
+    with pytest.raises(RunDirError, match=r"manifest\.json is missing"):
         asyncfl.load_run(out)

@@ -584,11 +584,11 @@ class Scenario(Strict):
     seed: int = 0
     name: str = "scenario"
     algorithm: Annotated[AlgorithmConfig, Field(default_factory=FedAsyncConfig)]
-    server: ServerConfig = Field(default_factory=ServerConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)  # type: ignore[arg-type]  # all fields default
     data: Annotated[DataConfig, Field(default_factory=SyntheticData)]
     model: Annotated[ModelConfig, Field(default_factory=LogRegModel)]
     clients: ClientsConfig = Field(default_factory=ClientsConfig)
-    system: SystemConfig = Field(default_factory=SystemConfig)
+    system: SystemConfig = Field(default_factory=SystemConfig)  # type: ignore[arg-type]  # all fields default
     stop: StopConfig = Field(default_factory=lambda: StopConfig(server_steps=100))
     eval: EvalConfig = Field(default_factory=EvalConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)

@@ -75,13 +75,14 @@ def summary_text(data: FederatedData, max_rows: int = 10) -> str:
     lines.append("")
     lines.append("client  train   test  labels  top labels (label:count)")
     counts = label_counts(data, "train")
-    for client, row in zip(shown.index.to_list(), shown.itertuples(index=False), strict=True):
-        i = int(client)
+    cols = shown[["train", "test", "labels"]].to_numpy(dtype=np.int64)
+    for client, (n_train, n_test, n_labels) in zip(shown.index.to_list(), cols.tolist(), strict=True):
+        i = int(client)  # type: ignore[arg-type]  # the index holds client ids
         top = ""
         if counts.shape[1]:
             order = np.argsort(-counts[i], kind="stable")[:5]
             top = " ".join(f"{c}:{counts[i, c]}" for c in order if counts[i, c] > 0)
-        lines.append(f"{i:>6}  {int(row.train):>5}  {int(row.test):>5}  {int(row.labels):>6}  {top}")
+        lines.append(f"{i:>6}  {n_train:>5}  {n_test:>5}  {n_labels:>6}  {top}")
     if data.num_clients > max_rows:
         lines.append(f"... {data.num_clients - max_rows} more clients")
     return "\n".join(lines)
