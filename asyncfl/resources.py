@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from asyncfl.algorithms.registry import build_rule
 from asyncfl.config.schema import Scenario
 from asyncfl.errors import UserError
 
@@ -46,15 +47,6 @@ def available_memory(device: Any) -> tuple[float, str]:
         return float("inf"), "this machine"
 
 
-def _steps_draws_batch(scenario: Scenario) -> tuple[int, int, int | None]:
-    a = scenario.algorithm
-    if a.name == "per_fedavg":
-        return a.local_steps, 3, a.batch_size
-    if a.name == "pfedme":
-        return a.local_rounds, 1, a.batch_size
-    return a.local_steps, 1, a.batch_size
-
-
 def estimate_scenario(scenario: Scenario) -> dict[str, float]:
     """Rough bytes before building: data set and one job's minibatches (inputs x 8 for work)."""
     d = scenario.data
@@ -72,7 +64,8 @@ def estimate_scenario(scenario: Scenario) -> dict[str, float]:
             samples = min(samples, int(cap))
     else:
         samples, per_sample = 0.0, 0
-    steps, draws, batch = _steps_draws_batch(scenario)
+    rule = build_rule(scenario.algorithm)  # cheap: hyperparameters only, no data
+    steps, draws, batch = rule.steps, rule.draws_per_step, rule.batch_size
     per_client = max(samples / max(n, 1), 1.0)
     b = min(batch or per_client, per_client * 4)
     job = float(steps) * draws * b * per_sample * 8
