@@ -11,8 +11,9 @@ from torch.func import grad
 
 from asyncfl.config.schema import QuadraticData, QuadraticModel, SyntheticData
 from asyncfl.data import DATASETS, build_data
+from asyncfl.data.pack import pack, split_clients
 from asyncfl.data.partition import holdout_count
-from asyncfl.data.synthetic import feature_variances
+from asyncfl.data.synthetic import feature_variances, generate
 from asyncfl.errors import ScenarioError
 from asyncfl.models import build_model
 
@@ -26,6 +27,24 @@ def test_every_dataset_is_registered() -> None:
 # ------------------------------------------------------------------------------------------------
 # Synthetic
 # ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kw", [{}, {"iid": True}, {"test_fraction": 0.3, "mean_samples": 30.0}])
+def test_synthetic_in_place_build_equals_pool_then_pack(kw: dict[str, object]) -> None:
+    """The natural build writes each client's rows straight into place (for memory at 100,000
+    clients); it must give exactly the pool -> per-client split -> pack pipeline's data."""
+    cfg = SyntheticData.model_validate(kw)
+    x, y, sizes, extras = generate(cfg, 23, 7)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    parts = [np.arange(s, s + n, dtype=np.int64) for s, n in zip(starts, sizes, strict=True)]
+    train, test = split_clients(parts, y, cfg.test_fraction, 7)
+    ref = pack(x, y, train, test, num_classes=cfg.classes, input_shape=(cfg.dimension,), name="ref", extras=extras)
+    got = build_data(cfg, 23, 7, HERE)
+    for field in ("train_x", "train_y", "train_offsets", "train_sizes", "test_x", "test_y", "test_offsets", "test_sizes"):
+        assert torch.equal(getattr(got, field), getattr(ref, field)), field
+    assert got.global_x is got.test_x and got.global_y is got.test_y
+    for key in ("W", "b", "v", "train_index", "test_index"):
+        np.testing.assert_array_equal(got.extras[key], ref.extras[key])
 
 
 def test_synthetic_shapes_sizes_and_split() -> None:

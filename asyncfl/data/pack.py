@@ -71,19 +71,50 @@ def pack(
     if len(train_idx) != len(test_idx):
         raise ValueError("train_idx and test_idx must have one entry per client")
     tr, te = _concat(train_idx), _concat(test_idx)
-    train_off, train_n = layout(np.array([len(p) for p in train_idx], dtype=np.int64))
-    test_off, test_n = layout(np.array([len(p) for p in test_idx], dtype=np.int64))
-    test_x, test_y = _features(x, te, transform), _targets(y, te, task)
-    if global_idx is None:
-        global_x, global_y = test_x, test_y
-    else:
-        global_x, global_y = _features(x, global_idx, transform), _targets(y, global_idx, task)
     more = dict(extras or {})
     more.setdefault("train_index", tr)
     more.setdefault("test_index", te)
+    return assemble(
+        _features(x, tr, transform),
+        _targets(y, tr, task),
+        np.array([len(p) for p in train_idx], dtype=np.int64),
+        _features(x, te, transform),
+        _targets(y, te, task),
+        np.array([len(p) for p in test_idx], dtype=np.int64),
+        global_xy=None if global_idx is None else (_features(x, global_idx, transform), _targets(y, global_idx, task)),
+        num_classes=num_classes,
+        input_shape=input_shape,
+        name=name,
+        task=task,
+        extras=more,
+    )
+
+
+def assemble(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    train_sizes: np.ndarray,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    test_sizes: np.ndarray,
+    *,
+    num_classes: int,
+    input_shape: tuple[int, ...],
+    name: str,
+    task: Literal["classification", "regression"] = "classification",
+    global_xy: tuple[torch.Tensor, torch.Tensor] | None = None,
+    extras: dict[str, np.ndarray] | None = None,
+) -> FederatedData:
+    """A FederatedData from rows already stored client after client (client 0's rows, then
+    client 1's, ...), without copying them: for generators that write each client's samples
+    straight into place (Synthetic at 100,000 clients). ``global_xy`` None: the global test set is
+    the union of the client test sets (the same tensors as ``test_x`` / ``test_y``)."""
+    train_off, train_n = layout(train_sizes)
+    test_off, test_n = layout(test_sizes)
+    global_x, global_y = (test_x, test_y) if global_xy is None else global_xy
     return FederatedData(
-        train_x=_features(x, tr, transform),
-        train_y=_targets(y, tr, task),
+        train_x=train_x,
+        train_y=train_y,
         train_offsets=train_off,
         train_sizes=train_n,
         test_x=test_x,
@@ -96,7 +127,7 @@ def pack(
         num_classes=int(num_classes),
         task=task,
         name=name,
-        extras=more,
+        extras=dict(extras or {}),
     )
 
 
@@ -173,4 +204,4 @@ def build_pooled(
     )
 
 
-__all__ = ["Transform", "build_pooled", "pack", "require_no_quantity_skew", "split_clients", "subsample"]
+__all__ = ["Transform", "assemble", "build_pooled", "pack", "require_no_quantity_skew", "split_clients", "subsample"]
