@@ -36,7 +36,9 @@ numbers do not depend on the machine's load: rerunning it gives the same bits.
 
 Minibatches: for task ``counter`` of client i, step s and draw d, each of the client's n_i samples
 gets a 64-bit key from the counter-based hash (asyncfl.tensor_rng) and the b smallest keys form the
-batch, in increasing key order: a uniform draw without replacement within the batch, computed for
+batch, in increasing key order (the draw's sub-stream is :func:`draw_index` (s, d) = s * 8 + d
+whatever the rule's number of draws, so rules share minibatches where they share draws: common
+random numbers, e.g. Per-FedAvg FO and HF see the same D_s and D'_s, FedAvg's step s sees D_s): a uniform draw without replacement within the batch, computed for
 all jobs at once on the device. A client with n_i <= B uses all its samples (the rest of the batch
 is padding, weight 0); ``batch_size: null`` means every step uses the full local data set.
 
@@ -54,7 +56,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -231,6 +233,16 @@ def fast_loss(model: FlatModel) -> LossFn:
 # ------------------------------------------------------------------------------------------------
 
 
+DRAW_STRIDE = 8
+"""Sub-streams reserved per local step: a rule draws at most this many minibatches per step."""
+
+
+def draw_index(step: Any, draw: Any) -> Any:
+    """Sub-stream of draw ``draw`` of local step ``step`` (ints, numpy or torch arrays): fixed
+    stride, so draw d of step s is the same minibatch for every rule that makes it."""
+    return step * DRAW_STRIDE + draw
+
+
 class MinibatchSampler:
     """Indices of every job's minibatches from the counter-based hash: for many jobs at once on
     the device (:meth:`indices`), or for one job on the host (:meth:`indices_one`, numpy; the same
@@ -249,7 +261,10 @@ class MinibatchSampler:
         self.keys = torch.from_numpy(keys.view(np.int64).copy()).to(dev)
         self.sizes_np = data.train_sizes_np.astype(np.int64)
         self.offsets_np = data.train_offsets.cpu().numpy().astype(np.int64)
-        sd = torch.arange(steps * draws, device=dev, dtype=torch.int64).view(steps, draws, 1)
+        if draws > DRAW_STRIDE:
+            raise ValueError(f"at most {DRAW_STRIDE} draws per step, got {draws}")
+        sd = draw_index(torch.arange(steps, device=dev, dtype=torch.int64).view(steps, 1, 1),
+                        torch.arange(draws, device=dev, dtype=torch.int64).view(1, draws, 1))
         self._sd_shift = sd << 32
         self._jj_np: dict[int, np.ndarray] = {}
         self._wdtype = data.train_x.dtype if data.train_x.is_floating_point() else torch.float32
@@ -299,7 +314,10 @@ class MinibatchSampler:
             return off + local, n
         jj = self._jj_np.get(n)
         if jj is None:
-            sd = np.arange(self.steps * self.draws, dtype=np.uint64).reshape(self.steps, self.draws, 1)
+            sd = draw_index(
+                np.arange(self.steps, dtype=np.uint64).reshape(self.steps, 1, 1),
+                np.arange(self.draws, dtype=np.uint64).reshape(1, self.draws, 1),
+            )
             jj = (sd << np.uint64(32)) | np.arange(n, dtype=np.uint64).reshape(1, 1, n)
             self._jj_np[n] = jj
         h = mix64_np(np.uint64(self._job_key(client, counter)) ^ jj).view(np.int64)

@@ -189,7 +189,8 @@ def test_host_sampler_equals_device_sampler(batch_size: int | None) -> None:
 
 def test_sampler_draws_the_smallest_keys_of_the_scalar_hash() -> None:
     """The batch of (client, counter, step s, draw d) is the B samples whose 64-bit keys
-    bits(key_i, counter, (s * D + d) << 32 | j), read as signed ints, are smallest, in that order."""
+    bits(key_i, counter, (s * 8 + d) << 32 | j), read as signed ints, are smallest, in that order
+    (a fixed stride of 8 sub-streams per step, whatever the rule's number of draws D)."""
     built = build(scenario("fedbuff"))
     data = built.data
     s = MinibatchSampler(data, 5, steps=2, draws=3, batch_size=4)
@@ -200,10 +201,25 @@ def test_sampler_draws_the_smallest_keys_of_the_scalar_hash() -> None:
     got, _ = s.indices_one(client, counter)
     for step in range(2):
         for d in range(3):
-            keys = [bits(key, counter, ((step * 3 + d) << 32) | j) for j in range(n)]
+            keys = [bits(key, counter, ((step * 8 + d) << 32) | j) for j in range(n)]
             signed = [k - (1 << 64) if k >= 1 << 63 else k for k in keys]
             expect = sorted(range(n), key=lambda j: signed[j])[:4]
             assert list(got[step, d] - off) == expect
+
+
+def test_rules_share_the_draws_they_have_in_common() -> None:
+    """Common random numbers: draw d of step s is the same minibatch whether a rule makes 1, 2 or
+    3 draws per step (Per-FedAvg FO and HF see the same D and D'; FedAvg's step s sees D), on
+    both the batched and the one-job path."""
+    data = build(scenario("fedbuff")).data
+    clients, counters = np.array([1, 6, 6]), np.array([0, 3, 4])
+    got = {d: MinibatchSampler(data, 5, steps=3, draws=d, batch_size=4) for d in (1, 2, 3)}
+    idx = {d: got[d].indices(clients, counters)[0] for d in got}
+    for d in (1, 2):
+        assert torch.equal(idx[d], idx[3][:, :, :d])
+        one, _ = got[d].indices_one(6, 3)
+        ref, _ = got[3].indices_one(6, 3)
+        assert np.array_equal(one, ref[:, :d])
 
 
 def _dense(hidden: list[int], out: int, act: str, bias: bool, task: str) -> FlatModel:
