@@ -82,16 +82,25 @@ class Built:
     engine: Engine
 
 
+def _absolute(path: str, base_dir: Path) -> str:
+    """``path`` with ``~`` expanded, resolved against ``base_dir`` unless already absolute."""
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else (base_dir / p).resolve())
+
+
 def absolutize(scenario: Scenario, base_dir: Path) -> Scenario:
-    """The scenario with relative paths (data.root, system.profile) made absolute against
-    ``base_dir`` (the scenario file's folder), so the resolved scenario.yaml reruns anywhere."""
+    """The scenario with relative paths (data.root, data.images, system.profile) made absolute
+    against ``base_dir`` (the scenario file's folder; ``~`` is the user's home), so the resolved
+    scenario.yaml reruns anywhere."""
     update: dict[str, Any] = {}
-    root = getattr(scenario.data, "root", None)
-    if root is not None and not Path(root).is_absolute():
-        update["data"] = scenario.data.model_copy(update={"root": str((base_dir / root).resolve())})
+    paths = {key: getattr(scenario.data, key, None) for key in ("root", "images")}
+    data_paths = {k: _absolute(v, base_dir) for k, v in paths.items() if v is not None}
+    data_paths = {k: v for k, v in data_paths.items() if v != paths[k]}
+    if data_paths:
+        update["data"] = scenario.data.model_copy(update=data_paths)
     profile = scenario.system.profile
-    if profile is not None and not Path(profile).is_absolute():
-        update["system"] = scenario.system.model_copy(update={"profile": str((base_dir / profile).resolve())})
+    if profile is not None and _absolute(profile, base_dir) != profile:
+        update["system"] = scenario.system.model_copy(update={"profile": _absolute(profile, base_dir)})
     return scenario.model_copy(update=update) if update else scenario
 
 

@@ -247,11 +247,7 @@ def test_leaf_shakespeare_char_ids(tmp_path: Path) -> None:
     assert UNKNOWN_CHAR in d.client_train(0)[1].tolist() or UNKNOWN_CHAR in d.client_train(0)[0].reshape(-1).tolist()
 
 
-def test_leaf_unsupported_tasks_and_missing_files(tmp_path: Path) -> None:
-    write_fake_leaf(tmp_path, "femnist", users=2)
-    for task in ("sent140", "celeba"):
-        with pytest.raises(ScenarioError, match="not supported yet"):
-            build_data(LeafData(root=str(tmp_path), task=task), 2, 0, tmp_path)
+def test_leaf_missing_files(tmp_path: Path) -> None:
     with pytest.raises(DataNotFoundError) as info:
         build_data(LeafData(root="missing"), 2, 0, tmp_path)
     assert "\n" not in str(info.value) and "preprocess.sh" in str(info.value)

@@ -17,7 +17,7 @@ from asyncfl.cli import main
 from asyncfl.config import load_scenario
 from asyncfl.errors import RunDirError
 from asyncfl.executor import MinibatchSampler
-from asyncfl.runner import build
+from asyncfl.runner import absolutize, build
 from tests.conftest import write_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -271,3 +271,15 @@ def test_load_run_rejects_incomplete_directories(tiny_file: Path, tmp_path: Path
     (out / "manifest.json").unlink()
     with pytest.raises(RunDirError, match=r"manifest\.json is missing"):
         asyncfl.load_run(out)
+
+
+def test_paths_resolve_against_the_scenario_folder_and_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """data.root, data.images and system.profile: relative to the scenario's folder, ``~`` to the
+    user's home, absolute ones kept, so the run's scenario.yaml reruns from anywhere."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    sc = load_scenario({"data": {"dataset": "leaf", "root": "~/leaf", "images": "imgs"}})
+    got = absolutize(sc, tmp_path / "scen")
+    assert got.data.root == str(tmp_path / "home" / "leaf")  # type: ignore[union-attr]
+    assert got.data.images == str((tmp_path / "scen" / "imgs").resolve())  # type: ignore[union-attr]
+    same = load_scenario({"data": {"dataset": "mnist", "root": "/abs/mnist"}})
+    assert absolutize(same, tmp_path) == same

@@ -377,13 +377,23 @@ class TorchvisionData(DataCommon):
 
 
 class LeafData(DataCommon):
-    """LEAF JSON (``root``/train/*.json, ``root``/test/*.json) with its natural users."""
+    """LEAF JSON (``root``/train/*.json, ``root``/test/*.json) with its natural users.
+
+    sent140 only: ``max_words`` (tokens per tweet, LEAF's 25) and ``vocab_size`` (most frequent
+    training tokens given their own id; ids 0 and 1 are padding and unknown). celeba only:
+    ``images`` (folder of CelebA's aligned JPEGs; default ``root``/raw/img_align_celeba, LEAF's
+    layout; relative paths resolve like ``root``) and ``image_size`` (side in pixels the images are
+    resized to, LEAF's 84). Other tasks ignore these keys. See :mod:`asyncfl.data.leaf`."""
 
     dataset: Literal["leaf"] = "leaf"
     partition: Annotated[Partition, Field(default_factory=NaturalPartition)]
     root: str = "data/leaf"
     task: Literal["femnist", "shakespeare", "sent140", "celeba"] = "femnist"
     download: bool = False
+    max_words: PositiveInt = 25
+    vocab_size: PositiveInt = 10000
+    images: str | None = None
+    image_size: PositiveInt = 84
 
 
 DataConfig = Annotated[
@@ -421,7 +431,8 @@ class CNNModel(Strict):
 
 
 class CharLSTMModel(Strict):
-    """Next-character LSTM for Shakespeare."""
+    """Embedding -> LSTM -> linear on the last step: next character for Shakespeare, sentiment
+    of word-id sequences for LEAF sent140 (the embedding's rows come from the data)."""
 
     name: Literal["char_lstm"] = "char_lstm"
     embedding: PositiveInt = 8

@@ -22,7 +22,9 @@ class FederatedData:
 
     ``input_shape``: shape of one sample's features; ``num_classes``: label count (0 for
     regression); ``task``: classification | regression; ``client_labels``: per client, the
-    sorted label ids it holds (for describe / speed coupling)."""
+    sorted label ids it holds (for describe / speed coupling); ``vocab_size``: for int64 token
+    features, how many token ids there are (ids lie in 0..vocab_size - 1; LEAF sent140's words),
+    0 when the ids share the class table (Shakespeare's characters) or the features are floats."""
 
     train_x: Tensor
     train_y: Tensor
@@ -39,6 +41,7 @@ class FederatedData:
     task: Literal["classification", "regression"] = "classification"
     name: str = ""
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    vocab_size: int = 0
 
     @property
     def num_clients(self) -> int:

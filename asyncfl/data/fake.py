@@ -55,6 +55,37 @@ def write_fake_idx_dataset(
     return folder
 
 
+SENT140_POSITIVE = ("love", "great", "happy", "good", "awesome", "thanks")
+SENT140_NEGATIVE = ("sad", "hate", "bad", "awful", "tired", "sick")
+SENT140_FILLER = (*(f"w{i}" for i in range(30)), "the", "a", "i", "you", "it's", "today", "@friend")
+SENT140_TEST_ONLY = "unseenword"
+"""A token every fake sent140 TEST text holds and no training text does."""
+
+
+def _tweet(rng: np.random.Generator, label: int, test: bool) -> str:
+    n = int(rng.integers(2, 33))  # some tweets exceed LEAF's 25 words
+    words = list(rng.choice(SENT140_FILLER, size=n))
+    cue = SENT140_POSITIVE if label else SENT140_NEGATIVE
+    for pos in rng.choice(n, size=min(n, 3), replace=False):
+        words[int(pos)] = str(rng.choice(cue))
+    if test:
+        words.insert(int(rng.integers(0, n)), SENT140_TEST_ONLY)
+    words[0] = words[0].capitalize()
+    return " ".join(words) + str(rng.choice([".", "!", "?", " ;)", "..."]))
+
+
+def _face(rng: np.random.Generator, label: int, width: int, height: int) -> np.ndarray:
+    """RGB uint8 [height, width, 3]: noise, a skin-toned oval, and a bright mouth band if smiling."""
+    img = rng.integers(0, 80, size=(height, width, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[0:height, 0:width]
+    oval = ((yy - height * 0.5) / (height * 0.35)) ** 2 + ((xx - width * 0.5) / (width * 0.3)) ** 2 <= 1.0
+    img[oval] = (200, 160, 130)
+    if label:
+        r0, r1 = int(height * 0.62), int(height * 0.7)
+        img[r0:r1, int(width * 0.35) : int(width * 0.65)] = 250
+    return img
+
+
 def write_fake_leaf(
     root: Path,
     task: str = "femnist",
@@ -63,19 +94,48 @@ def write_fake_leaf(
     test_per_user: tuple[int, int] = (2, 5),
     files: int = 2,
     seed: int = 0,
+    image_size: tuple[int, int] = (178, 218),
 ) -> Path:
     """LEAF JSON files ``root``/train/*.json and ``root``/test/*.json (users split over ``files``
-    files); femnist: 784 floats in [0, 1] and labels 0..61; shakespeare: 80-char strings and the
-    next character. Returns ``root``."""
+    files) in the format LEAF's preprocessing writes. femnist: 784 floats in [0, 1] and labels
+    0..61; shakespeare: 80-char strings and the next character; sent140: [tweet id, date, query,
+    user, text] and the sentiment 0 / 1 (texts carry label cue words, some exceed 25 words, and
+    every test text holds :data:`SENT140_TEST_ONLY`); celeba: image file names and smiling as
+    0.0 / 1.0 (as LEAF writes it), with the JPEGs (``image_size`` = width x height pixels, 178 x
+    218 like CelebA's aligned images) in ``root``/raw/img_align_celeba, LEAF's layout.
+    Returns ``root``."""
     rng = np.random.default_rng(seed)
-    names = [f"f_{i:04d}" for i in range(users)]
+    prefix = {"sent140": "tw_user", "celeba": ""}.get(task, "f_")
+    names = [f"{prefix}{i:04d}" for i in range(users)]
     text = "".join(rng.choice(list(ALL_LETTERS[1:]), size=4000)) + "~"  # one character outside the table
+    images = Path(root) / "raw" / "img_align_celeba"
+    counter = [0]
 
-    def sample(user: int, n: int) -> tuple[list[Any], list[Any]]:
+    def sample(user: int, n: int, test: bool) -> tuple[list[Any], list[Any]]:
         if task == "femnist":
             ys = [int(v) for v in rng.integers(0, 62, n)]
             xs = [[float(v) for v in np.round(rng.random(784), 3)] for _ in range(n)]
             return xs, ys
+        if task == "sent140":
+            labels = [int(v) for v in rng.integers(0, 2, n)]
+            rows: list[Any] = []
+            for lab in labels:
+                counter[0] += 1
+                date = f"Mon Apr 06 22:{counter[0] % 60:02d}:00 PDT 2009"
+                rows.append([str(1467810000 + counter[0]), date, "NO_QUERY", names[user], _tweet(rng, lab, test)])
+            return rows, labels
+        if task == "celeba":
+            from PIL import Image
+
+            images.mkdir(parents=True, exist_ok=True)
+            labels = [int(v) for v in rng.integers(0, 2, n)]
+            files_: list[Any] = []
+            for lab in labels:
+                counter[0] += 1
+                fname = f"{counter[0]:06d}.jpg"
+                Image.fromarray(_face(rng, lab, *image_size)).save(images / fname, quality=90)
+                files_.append(fname)
+            return files_, [float(v) for v in labels]  # LEAF: (int(attr) + 1) / 2
         starts = rng.integers(0, len(text) - 81, n)
         starts[0] = len(text) - 81 if user == 0 else starts[0]
         return [text[s : s + 80] for s in starts], [text[s + 80] for s in starts]
@@ -87,7 +147,7 @@ def write_fake_leaf(
             blob: dict[str, object] = {"users": [], "num_samples": [], "user_data": {}}
             for u in chunk:
                 n = int(rng.integers(lo, hi + 1))
-                xs, ys = sample(int(u), n)
+                xs, ys = sample(int(u), n, split == "test")
                 blob["users"].append(names[u])  # type: ignore[attr-defined]
                 blob["num_samples"].append(n)  # type: ignore[attr-defined]
                 blob["user_data"][names[u]] = {"x": xs, "y": ys}  # type: ignore[index]
@@ -95,4 +155,4 @@ def write_fake_leaf(
     return Path(root)
 
 
-__all__ = ["write_fake_idx_dataset", "write_fake_leaf"]
+__all__ = ["SENT140_TEST_ONLY", "write_fake_idx_dataset", "write_fake_leaf"]

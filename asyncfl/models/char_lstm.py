@@ -1,7 +1,11 @@
-"""Next-character LSTM for Shakespeare (LEAF's reference model: embedding 8, 2 x LSTM 256).
+"""Token-sequence LSTM classifier: LEAF's Shakespeare model (embedding 8, 2 x LSTM 256).
 
-x: int64 character ids [B, T] -> Embedding(vocab, E) -> ``layers`` LSTM layers of width H ->
-Linear(H, num_classes) on the last time step's hidden state -> next-character logits [B, classes].
+x: int64 token ids [B, T] -> Embedding(vocab, E) -> ``layers`` LSTM layers of width H ->
+Linear(H, num_classes) on the last time step's hidden state -> logits [B, classes].
+Shakespeare: 80 character ids in, next-character logits out (vocab = classes = 81). LEAF sent140:
+25 word ids in (vocab = the data's words + padding + unknown), 2 sentiment logits out; the data
+puts the padding BEFORE the words, so the last step read out is the tweet's last word. (LEAF's own
+sent140 model adds a dense 128 layer before the output; this one reads out directly.)
 
 The LSTM is written out step by step in plain tensor operations (PyTorch's gate order i, f, g, o
 and its initialisation U(-1/sqrt(H), 1/sqrt(H))) instead of ``nn.LSTM``, whose fused kernel has
@@ -49,7 +53,7 @@ class LSTMLayer(nn.Module):
 
 
 class CharLSTM(nn.Module):
-    """Embedding -> stacked :class:`LSTMLayer` -> Linear on the last step."""
+    """Embedding (``vocab`` token ids) -> stacked :class:`LSTMLayer` -> Linear on the last step."""
 
     def __init__(self, vocab: int, embedding: int, hidden: int, layers: int, num_classes: int) -> None:
         super().__init__()

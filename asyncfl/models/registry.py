@@ -2,8 +2,8 @@
 
 A builder is ``fn(cfg, spec) -> nn.Module``; ``spec`` (:class:`InputSpec`) carries the input
 shape, class count and task from the :class:`FederatedData`, so switching the data set needs no
-model keys. A model that cannot take the data (a CNN on flat features, a dense net on character
-ids) is a one-line :class:`ScenarioError` on ``model.name``.
+model keys. A model that cannot take the data (a CNN on flat features, a dense net on character or
+word ids) is a one-line :class:`ScenarioError` on ``model.name``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ MODELS: Registry[ModelBuilder] = Registry("model", "model.name")
 
 
 def _describe_input(spec: InputSpec) -> str:
-    kind = "character ids" if spec.integer_input else "features"
+    kind = "token ids" if spec.integer_input else "features"
     return f"data set {spec.dataset or '?'} gives {kind} of shape {spec.input_shape}"
 
 
@@ -79,9 +79,10 @@ def build_cnn(cfg: CNNModel, spec: InputSpec) -> nn.Module:
 def build_char_lstm(cfg: CharLSTMModel, spec: InputSpec) -> nn.Module:
     _need_classification("char_lstm", spec)
     if not spec.integer_input or len(spec.input_shape) != 1:
-        raise ScenarioError("model.name", f"char_lstm needs character-id sequences; {_describe_input(spec)}")
-    # Character data: inputs and targets share one alphabet of num_classes symbols.
-    return CharLSTM(spec.num_classes, cfg.embedding, cfg.hidden, cfg.layers, spec.num_classes)
+        raise ScenarioError("model.name", f"char_lstm needs character-id or word-id sequences; {_describe_input(spec)}")
+    # Embedding rows: the data's token ids (Shakespeare: the 81 characters, which are also the
+    # classes; sent140: its vocabulary plus padding and unknown).
+    return CharLSTM(spec.vocab_size or spec.num_classes, cfg.embedding, cfg.hidden, cfg.layers, spec.num_classes)
 
 
 def build_quadratic(cfg: Any, spec: InputSpec) -> nn.Module:
