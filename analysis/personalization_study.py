@@ -2,7 +2,7 @@
 
     python analysis/personalization_study.py --out DIR [--scale tiny|small|full] [--seeds N]
                                              [--workers N] [--threads N] [--datasets synthetic,mnist]
-                                             [--mnist-root DIR [--download]] [--tune]
+                                             [--mnist-root DIR [--download]] [--tune | --matched]
 
 Question: do the qualitative findings of Per-FedAvg (Fallah, Mokhtari, Ozdaglar 2020) and pFedMe
 (Dinh, Tran, Nguyen 2020) hold in this simulator, under a synchronous server AND under an
@@ -37,6 +37,11 @@ of points, 6, for each algorithm) under both server modes on a seed not used for
 (:data:`TUNE_SEED`), and writes ``tuning.csv`` / ``tuning.md`` with the selected point per
 algorithm: the best mean over the two modes of the final personalized accuracy (FedAvg: of its
 global accuracy, the number the findings compare against).
+
+``--matched`` runs Per-FedAvg HF and FO only, at the SAME step sizes (:data:`MATCHED_GRID`), on
+the reported seeds, and writes ``matched.csv`` / ``matched.md`` / ``matched.png``: the paired
+difference HF - FO per setting with a 95% confidence interval over seeds (a seed gives both
+variants the same data and minibatches D, D', so the difference is the Hessian term's).
 
 Scales: ``tiny`` (6 clients, 24 client updates, 1 seed: seconds; what the tests run),
 ``small`` (the scenario files as written, 3 seeds: ~8 min on a 2-core CPU with 2 workers),
@@ -100,6 +105,16 @@ TUNE_GRID: dict[str, dict[str, dict[str, list[float]]]] = {
 range of pFedMe's and MTFL's Per-FedAvg runs (0.005-0.1), beta larger than the papers' 0.001-0.003
 because the budget is ~6x smaller. pFedMe: lambda = 15 and K = 5 fixed (the paper's MNIST values),
 personal_lr in the paper's 0.01-0.1, eta with eta * lambda < 1 (w stays between w and theta)."""
+
+
+MATCHED_GRID: dict[str, list[tuple[float, float]]] = {
+    "synthetic": [(0.01, 0.03), (0.03, 0.03), (0.1, 0.03)],
+    "mnist": [(0.01, 0.03), (0.03, 0.03), (0.1, 0.03)],
+}
+"""``--matched``: the (alpha, beta) points at which Per-FedAvg HF and FO run with the SAME step
+sizes (Fallah et al.'s protocol: one alpha, beta for both variants). beta = 0.03: the larger
+beta = 0.1 of the tuning grid is where HF diverges on MNIST (the meta-objective's smoothness
+grows with alpha times the curvature), so it would compare a diverged run with a converged one."""
 
 
 @dataclass(frozen=True)
@@ -230,8 +245,10 @@ def plan(
     seeds: int | None,
     extra: dict[str, list[str]],
     tune: bool = False,
+    matched: bool = False,
 ) -> tuple[list[Job], list[str]]:
-    """The jobs of the study (or of the tuning grid) and the data sets skipped, with reasons."""
+    """The jobs of the study (or of the tuning grid, or of the matched HF / FO comparison) and the
+    data sets skipped, with reasons."""
     import asyncfl
 
     jobs: list[Job] = []
@@ -249,9 +266,18 @@ def plan(
         n_seeds = seeds or scale.seeds or int(data["sweep"].get("seeds", 1))
         modes = list(data["sweep"]["grid"].get("server.mode", MODES))
         ds_cost = 2.0 if ds == "mnist" else 1.0
-        for alg in data["sweep"]["grid"]["algorithm"]:
+        algorithms = list(data["sweep"]["grid"]["algorithm"])
+        if matched:
+            hf = next((a for a in algorithms if arm_key(a) == "per_fedavg-hf"), None)
+            if hf is None:
+                raise SystemExit(f"{path}: --matched needs a Per-FedAvg (HF) block in sweep.grid.algorithm")
+            algorithms = [{**hf, "variant": v} for v in ("hf", "fo")]
+        for alg in algorithms:
             key = arm_key(alg)
-            if tune:
+            if matched:
+                variants = [({**alg, "alpha": a, "beta": b}, f"alpha={a:g},beta={b:g}") for a, b in MATCHED_GRID[ds]]
+                seed_list = [int(data.get("seed", 0)) + i for i in range(n_seeds)]
+            elif tune:
                 grid = TUNE_GRID[ds][alg["name"]]
                 names = list(grid)
                 points = [dict(zip(names, vals, strict=True)) for vals in itertools.product(*(grid[n] for n in names))]
@@ -263,10 +289,10 @@ def plan(
             for (block, label), mode, seed in itertools.product(variants, modes, seed_list):
                 mapping = base_mapping(data, block, mode, seed)
                 cohort = cohort_of(mapping, over_ds, mode)
-                every = budget + 1 if tune else cadence(mode, budget, cohort, scale.evals)
+                every = budget + 1 if (tune or matched) else cadence(mode, budget, cohort, scale.evals)
                 overrides = (*over_ds, f"stop.client_updates={budget}", f"eval.every_steps={every}")
                 sub = Path(ds) / key / (label or ".") / mode / f"seed={seed}"
-                run_dir = out / ("tune" if tune else "runs") / sub
+                run_dir = out / ("tune" if tune else "matched" if matched else "runs") / sub
                 jobs.append(
                     Job(ds, key, mode, seed, mapping, tuple(overrides), str(base_dir), str(run_dir.resolve()),
                         label, ARM_COST.get(key, 2.0) * ds_cost)
@@ -405,6 +431,7 @@ def collect(jobs: Iterable[Job]) -> tuple[Any, Any]:
             "personalized_accuracy": fm.get("personalized_accuracy", float("nan")),
             "global_accuracy": fm.get("global_accuracy", float("nan")),
             "personalized_accuracy_p10": fm.get("personalized_accuracy_p10", float("nan")),
+            "personalized_loss": fm.get("personalized_loss", float("nan")),
             "client_updates": applied + dropped,
             "updates_dropped": dropped,
             "staleness_mean": float(man.get("staleness_mean", 0.0)),
@@ -683,6 +710,139 @@ def tuning_report(runs: Any, out: Path, command: str) -> dict[str, Path]:
 
 
 # ------------------------------------------------------------------------------------------------
+# Matched HF / FO comparison
+# ------------------------------------------------------------------------------------------------
+
+T_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+"""Two-sided 95% quantiles of Student's t by degrees of freedom (df above 30: 1.96)."""
+
+
+def t_quantile(df: int) -> float:
+    """The 95% two-sided t quantile for ``df`` degrees of freedom (the nearest tabulated df below)."""
+    if df < 1:
+        return float("nan")
+    return T_95[max(k for k in T_95 if k <= df)] if df <= 30 else 1.96
+
+
+def paired(runs: Any) -> Any:
+    """Per (data set, mode, step sizes): HF and FO means and their paired difference over seeds.
+
+    Seeds pair the runs: the same seed gives both variants the same data, split, system draws
+    and (common random numbers) the same minibatches D and D' at every local step, so HF - FO
+    measures the Hessian term alone. ``diff`` = HF - FO personalized accuracy (points in [0, 1]);
+    ``ci`` its 95% half-width (t over seeds); ``loss_gain`` = FO - HF personalized loss (> 0: HF
+    lower)."""
+    import numpy as np
+    import pandas as pd
+
+    keys = ["dataset", "mode", "hyper", "seed"]
+    ok = runs[runs["status"] == "completed"]
+    wide = ok.pivot_table(index=keys, columns="arm",
+                          values=["personalized_accuracy", "global_accuracy", "personalized_loss"], aggfunc="first")
+    rows = []
+    for (ds, mode, hyper), grp in wide.groupby(level=[0, 1, 2], sort=False):
+        hf = grp[("personalized_accuracy", "per_fedavg-hf")]
+        fo = grp[("personalized_accuracy", "per_fedavg-fo")]
+        both = hf.notna() & fo.notna()
+        d = (hf - fo)[both].to_numpy()
+        lg = (grp[("personalized_loss", "per_fedavg-fo")] - grp[("personalized_loss", "per_fedavg-hf")])[both]
+        n = len(d)
+        sd = float(np.std(d, ddof=1)) if n > 1 else float("nan")
+        rows.append({
+            "dataset": ds, "mode": mode, "hyper": hyper, "pairs": n,
+            "hf": float(hf[both].mean()), "fo": float(fo[both].mean()),
+            "hf_global": float(grp[("global_accuracy", "per_fedavg-hf")][both].mean()),
+            "fo_global": float(grp[("global_accuracy", "per_fedavg-fo")][both].mean()),
+            "diff": float(d.mean()) if n else float("nan"), "diff_sd": sd,
+            "ci": t_quantile(n - 1) * sd / np.sqrt(n) if n > 1 else float("nan"),
+            "hf_wins": int((d > 0).sum()), "ties": int((d == 0).sum()),
+            "loss_gain": float(lg.mean()) if n else float("nan"),
+        })
+    diverged = runs[runs["status"] != "completed"].groupby(["dataset", "mode", "hyper", "arm"]).size()
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    out["_d"] = out["dataset"].map({d: i for i, d in enumerate(SCENARIOS)})
+    out["_m"] = out["mode"].map({m: i for i, m in enumerate(MODES)})
+    out["_h"] = [tuple(float(x.split("=")[1]) for x in h.split(",")) for h in out["hyper"]]
+    out = out.sort_values(["_d", "_m", "_h"]).drop(columns=["_d", "_m", "_h"]).reset_index(drop=True)
+    out["not_completed"] = [
+        ", ".join(f"{a.split('-')[1].upper()} x{int(c)}" for (dd, mm, hh, a), c in diverged.items()
+                  if (dd, mm, hh) == (r["dataset"], r["mode"], r["hyper"])) for r in out.to_dict("records")]
+    return out
+
+
+def matched_report(runs: Any, out: Path, command: str) -> dict[str, Path]:
+    """``matched.csv`` / ``matched.md`` (paired HF - FO per setting) and ``matched.png``."""
+    if runs.empty:
+        raise SystemExit("matched comparison produced no runs")
+    table = paired(runs)
+    table.to_csv(out / "matched.csv", index=False)
+    cells = table.dropna(subset=["diff"])
+    pos = int((cells["diff"] >= 0).sum())
+    sig_pos = int(((cells["diff"] - cells["ci"]) > 0).sum())
+    sig_neg = int(((cells["diff"] + cells["ci"]) < 0).sum())
+    lines = [
+        "# Per-FedAvg HF vs FO at matched step sizes (paired seeds)", "",
+        f"Produced by `{command}`.", "",
+        "Both variants run with the same alpha, beta (and batch size, local steps, budget, server) on the "
+        "same seeds; a seed gives both the same data, split, system and minibatches D, D' (common random "
+        "numbers), so the paired difference HF - FO isolates the Hessian term. Personalized accuracy (%) "
+        "after the budget, mean over seeds; *HF - FO*: mean paired difference in points with its 95% "
+        "confidence interval (t over seeds); *HF wins*: seeds where HF is strictly ahead; *loss gain*: FO "
+        "minus HF personalized loss (> 0: HF lower).", "",
+        "| data set | mode | step sizes | pairs | HF pers. | FO pers. | HF - FO (points) | HF wins | loss gain | HF global | FO global | not completed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in table.to_dict("records"):
+        mark = "**" if r["diff"] - r["ci"] > 0 else ""
+        lines.append(
+            f"| {DATASET_LABELS.get(r['dataset'], r['dataset'])} | {r['mode']} | {r['hyper']} | {r['pairs']} | "
+            f"{100 * r['hf']:.1f} | {100 * r['fo']:.1f} | {mark}{100 * r['diff']:+.2f} ± {100 * r['ci']:.2f}{mark} | "
+            f"{r['hf_wins']}/{r['pairs']} | {r['loss_gain']:+.3f} | {100 * r['hf_global']:.1f} | "
+            f"{100 * r['fo_global']:.1f} | {r['not_completed'] or '-'} |"
+        )
+    lines += ["", f"HF >= FO on the mean in {pos} of {len(cells)} settings; HF significantly ahead (95% CI above 0, "
+              f"bold) in {sig_pos}, significantly behind in {sig_neg}."]
+    (out / "matched.md").write_text("\n".join(lines) + "\n")
+    return {"matched.csv": out / "matched.csv", "matched.md": out / "matched.md",
+            "matched.png": figure_matched(runs, out / "matched.png")}
+
+
+def figure_matched(runs: Any, path: Path) -> Path:
+    """Paired HF - FO personalized accuracy per seed (dots) and its mean (bar, 95% CI), per data set,
+    against alpha, one colour per server mode."""
+    import numpy as np
+
+    plt, sns = _setup_matplotlib()
+    np.random.seed(0)
+    ok = runs[runs["status"] == "completed"]
+    w = ok.pivot_table(index=["dataset", "mode", "hyper", "seed"], columns="arm",
+                       values="personalized_accuracy", aggfunc="first").dropna().reset_index()
+    w["HF - FO (points)"] = 100 * (w["per_fedavg-hf"] - w["per_fedavg-fo"])
+    datasets = [d for d in SCENARIOS if (w["dataset"] == d).any()]
+    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(4.6 * max(1, len(datasets)), 3.4), squeeze=False)
+    for ax, ds in zip(axes.flat, datasets, strict=False):
+        sub = w[w["dataset"] == ds]
+        order = sorted(set(sub["hyper"]), key=lambda h: [float(x.split("=")[1]) for x in h.split(",")])
+        sns.pointplot(data=sub, x="hyper", y="HF - FO (points)", hue="mode", order=order, hue_order=list(MODES),
+                      dodge=0.3, errorbar=("ci", 95), linestyles="none", markers="D", ax=ax, legend=ds == datasets[0])
+        sns.stripplot(data=sub, x="hyper", y="HF - FO (points)", hue="mode", order=order, hue_order=list(MODES),
+                      dodge=True, palette=["black", "black"], size=2.5, alpha=0.5, ax=ax, legend=False)
+        ax.axhline(0.0, color="grey", linewidth=0.8)
+        ax.set_title(DATASET_LABELS.get(ds, ds), fontsize=9)
+        ax.set_xlabel("step sizes (same for HF and FO)")
+        ax.tick_params(axis="x", labelsize=7.5)
+    fig.suptitle("Per-FedAvg: personalized accuracy of HF minus FO, paired by seed\n"
+                 "(dots: seeds; diamonds: mean, bars: bootstrap 95% CI)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
 # Entry point
 # ------------------------------------------------------------------------------------------------
 
@@ -698,6 +858,7 @@ def run_study(
     quiet: bool = False,
     command: str = "",
     threads: int = 1,
+    matched: bool = False,
 ) -> dict[str, Path]:
     """Run (or resume) the study and write its table and figures; returns what was written."""
     if scale not in SCALES:
@@ -708,13 +869,16 @@ def run_study(
     sc = SCALES[scale]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    jobs, skipped = plan(out, datasets, sc, seeds, extra or {}, tune=tune)
+    if tune and matched:
+        raise SystemExit("--tune and --matched: choose one")
+    jobs, skipped = plan(out, datasets, sc, seeds, extra or {}, tune=tune, matched=matched)
     for s in skipped:
         print(f"personalization_study: skipped {s}", file=sys.stderr)
     if not jobs:
         raise SystemExit("personalization_study: nothing to run (every data set skipped)")
     if not quiet:
-        print(f"personalization study ({scale}{', tuning' if tune else ''}): {len(jobs)} runs into {out}",
+        what = ", tuning" if tune else ", HF vs FO at matched step sizes" if matched else ""
+        print(f"personalization study ({scale}{what}): {len(jobs)} runs into {out}",
               file=sys.stderr)
     t0 = time.perf_counter()
     status = run_jobs(jobs, workers, threads, quiet)
@@ -729,6 +893,10 @@ def run_study(
     if tune:
         runs.to_csv(out / "tuning_runs.csv", index=False)
         written.update(tuning_report(runs, out, command))
+        return written
+    if matched:
+        runs.to_csv(out / "matched_runs.csv", index=False)
+        written.update(matched_report(runs, out, command))
         return written
     runs.to_csv(out / "runs.csv", index=False)
     written["runs.csv"] = out / "runs.csv"
@@ -773,6 +941,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="[DATASET:]KEY=VALUE",
                    help="extra scenario override, e.g. mnist:clients.count=20 (no prefix: both data sets)")
     p.add_argument("--tune", action="store_true", help="run the step-size grid instead (tuning.csv / tuning.md)")
+    p.add_argument("--matched", action="store_true",
+                   help="run Per-FedAvg HF and FO at the same step sizes (MATCHED_GRID), paired by seed "
+                        "(matched.csv / matched.md / matched.png)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     extra = parse_sets(args.sets)
@@ -786,7 +957,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         written = run_study(args.out, args.scale, args.seeds, args.workers, datasets, extra, args.tune,
-                            args.quiet, command.strip(), args.threads)
+                            args.quiet, command.strip(), args.threads, args.matched)
     except AsyncFLError as exc:
         print(f"personalization_study: error: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code
