@@ -22,6 +22,7 @@ SPECS = [
     IidPartition(),
     DirichletPartition(alpha=0.5),
     ClassesPerClientPartition(k=2),
+    ClassesPerClientPartition(k=2, assignment="sliding"),
     ShardsPartition(shards_per_client=2),
 ]
 
@@ -82,6 +83,27 @@ def test_classes_per_client_gives_exactly_k_labels() -> None:
     for k in (1, 2, 3):
         counts = _counts(_split(ClassesPerClientPartition(k=k), clients=20))
         assert ((counts > 0).sum(axis=1) == k).all()
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_classes_per_client_blocks_and_sliding_windows(k: int) -> None:
+    """blocks: client i holds pi[i k .. i k + k - 1] (mod 10); sliding: pi[i .. i + k - 1]
+    (FedProx / pFedMe's (user + j) mod 10), so with k = 2 neighbours share one label and every
+    label has exactly k holders among 10 clients."""
+    sets = {}
+    for assignment in ("blocks", "sliding"):
+        counts = _counts(_split(ClassesPerClientPartition(k=k, assignment=assignment), clients=10))
+        assert ((counts > 0).sum(axis=1) == k).all()
+        sets[assignment] = [frozenset(np.flatnonzero(row).tolist()) for row in counts]
+    # both deal the same seeded permutation pi: recover it from the sliding windows' first labels
+    first = [next(iter(s_ - sets["sliding"][(i - 1) % 10])) if k > 1 else next(iter(s_))
+             for i, s_ in enumerate(sets["sliding"])]
+    pi = np.array(first if k == 1 else [first[(i - k + 1) % 10] for i in range(10)])
+    for i in range(10):
+        assert sets["sliding"][i] == frozenset(pi[(i + np.arange(k)) % 10].tolist())
+        assert sets["blocks"][i] == frozenset(pi[(i * k + np.arange(k)) % 10].tolist())
+    holders = np.bincount([c for s_ in sets["sliding"] for c in s_], minlength=10)
+    assert (holders == k).all()
 
 
 def test_classes_per_client_drops_unheld_labels_only() -> None:

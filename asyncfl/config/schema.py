@@ -284,10 +284,16 @@ class DirichletPartition(Strict):
 
 
 class ClassesPerClientPartition(Strict):
-    """Each client holds exactly ``k`` labels (the label skew of Per-FedAvg and pFedMe)."""
+    """Each client holds exactly ``k`` labels (the label skew of Per-FedAvg and pFedMe).
+
+    ``assignment``: ``blocks`` deals labels in consecutive blocks of k (client i: labels i k ..
+    i k + k - 1 of a seeded permutation, mod K: with k = 2 and 10 labels, 5 disjoint pairs);
+    ``sliding`` gives client i labels i .. i + k - 1 (overlapping windows, as in FedProx's and
+    pFedMe's MNIST generators, label (user + j) mod 10)."""
 
     name: Literal["classes_per_client"] = "classes_per_client"
     k: PositiveInt = 2
+    assignment: Literal["blocks", "sliding"] = "blocks"
 
 
 class ShardsPartition(Strict):

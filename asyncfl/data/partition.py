@@ -196,8 +196,10 @@ def partition_classes_per_client(
     """Each client holds exactly ``k`` distinct labels.
 
     Labels are dealt cyclically over a seeded permutation pi of the K labels present in the pool
-    (labels with no sample are skipped): client i holds
-    pi[(i k + j) mod K], j < k, so each label has about C k / K holders. A label's samples are split
+    (labels with no sample are skipped): client i holds pi[(s_i + j) mod K], j < k, with
+    s_i = i k (``assignment: blocks``: disjoint blocks when K is a multiple of k) or s_i = i
+    (``sliding``: overlapping windows, FedProx's and pFedMe's (user + j) mod 10), so each label has
+    about C k / K holders. A label's samples are split
     among its holders in proportion to their quantity-skew weights (equal by default), each holder
     getting at least one. Labels no client holds (only if C k < K) are left out."""
     assert isinstance(spec, ClassesPerClientPartition)
@@ -207,7 +209,8 @@ def partition_classes_per_client(
     if k > k_labels:
         raise ScenarioError("data.partition.k", f"k = {k} exceeds the {k_labels} labels present in the data")
     pi = rng.permutation(present)
-    held = pi[(np.arange(num_clients)[:, None] * k + np.arange(k)[None, :]) % k_labels]  # [C, k]
+    stride = k if spec.assignment == "blocks" else 1
+    held = pi[(np.arange(num_clients)[:, None] * stride + np.arange(k)[None, :]) % k_labels]  # [C, k]
     weights = size_weights(num_clients, skew, rng)
     chunks: list[list[IntArray]] = [[] for _ in range(num_clients)]
     for c in present:
