@@ -30,6 +30,10 @@ from asyncfl.rng import numpy_generator
 from asyncfl.types import ClientId, ModelVersion, SimTime
 from asyncfl.versions import VersionStore
 
+DIAGNOSTIC_METRICS = ("versions_held",)
+"""Metrics about the simulator itself, not the learning: they may differ between batched and
+one-at-a-time execution of the same run (batched runs free the bases of certain drops earlier)."""
+
 
 class TorchBackend:
     """Server state and numerics for one run."""
@@ -92,6 +96,19 @@ class TorchBackend:
         self.executor.cancel(task)
         self._release(task)
 
+    def cancel_certain_drops(self, tasks: Sequence[int]) -> None:
+        """Stop waiting to compute ``tasks`` (the engine's :meth:`Engine.certain_drops`: they will
+        be dropped as stale on arrival) and free their base versions now. The engine still records
+        each drop and calls :meth:`discard` at its arrival."""
+        pending = self.executor.pending
+        for task in tasks:
+            if task in pending:
+                self.executor.cancel(task)
+                base = self._task_base[task]
+                if base >= 0:
+                    self.versions.release(ModelVersion(base))
+                    self._task_base[task] = -1  # released: discard() must not release it again
+
     def _release(self, task: int) -> None:
         base = self._task_base.pop(task)
         self._task_client.pop(task)
@@ -150,6 +167,8 @@ class TorchBackend:
         for name, value in out.items():
             if name.endswith("loss") and not np.isfinite(value):
                 raise DivergedError(name, int(version))
+        # Memory diagnostic, not a learning metric: batched runs free the bases of certain drops
+        # earlier (cancel_certain_drops), so it can be lower than one at a time.
         out["versions_held"] = float(len(self.versions))
         return out
 
@@ -168,12 +187,15 @@ class TorchBackend:
             tensors[f"client/{client}"] = w
         jobs = [[j.task, j.client, self._task_base[j.task], j.counter] for j in self.executor.pending.values()]
         done = [[t, self._task_client[t], self._task_base[t]] for t in self.executor.results]
+        busy = set(self.executor.pending) | set(self.executor.results)
+        cancelled = [[t, c] for t, c in self._task_client.items() if t not in busy]
         data = {
             "version": int(self.version),
             "refs": {str(v): self.versions.refs(ModelVersion(v)) for v in self.versions.live()},
             "peak": self.versions.peak,
             "pending_jobs": jobs,
             "computed": done,
+            "cancelled": cancelled,
         }
         return data, {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
 
@@ -203,6 +225,8 @@ class TorchBackend:
         for task, client, base in data["computed"]:
             self._task_base[task], self._task_client[task] = base, client
             self.executor.results[task] = t(f"result/{task}")
+        for task, client in data.get("cancelled", []):  # see cancel_certain_drops
+            self._task_base[task], self._task_client[task] = -1, client
 
     # -- helpers ----------------------------------------------------------------------------------
     def _pick_eval_clients(self) -> list[int] | None:

@@ -315,12 +315,15 @@ def _frames(result: Any) -> tuple[Any, Any]:
 
 
 def compare_runs(a: dict[str, Any], b: dict[str, Any], rel_tol: float = REL_TOL) -> dict[str, Any]:
-    """Event logs identical? Metrics and final server models within ``rel_tol`` relative?"""
+    """Event logs identical? Learning metrics (all but :data:`DIAGNOSTIC_METRICS`) and final
+    server models within ``rel_tol`` relative?"""
     import numpy as np
+
+    from asyncfl.backend import DIAGNOSTIC_METRICS
 
     ea, eb = a["_events"], b["_events"]
     events_equal = bool(ea.shape == eb.shape and ea.equals(eb))
-    ma, mb = a["_metrics"], b["_metrics"]
+    ma, mb = (m[~m["metric"].isin(DIAGNOSTIC_METRICS)] for m in (a["_metrics"], b["_metrics"]))
     key = ["sim_time", "server_version", "client_updates", "metric"]
     merged = ma.merge(mb, on=key, how="outer", suffixes=("_a", "_b"), indicator=True)
     same_rows = bool((merged["_merge"] == "both").all())

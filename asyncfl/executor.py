@@ -377,6 +377,9 @@ class Executor:
         cuda = self.device.type == "cuda"
         self.min_vmap = int(min_vmap) if min_vmap else (CUDA_MIN_VMAP if cuda else CPU_MIN_VMAP)
         self.stats: dict[str, int] = {"jobs": 0, "calls": 0, "loop_jobs": 0, "vmap_jobs": 0, "largest_call": 0}
+        self.before_chunk: Callable[[], None] | None = None
+        """Called before pending jobs are picked as chunk companions, to cancel jobs whose result
+        will never be needed (the runner wires the engine's certain drops in)."""
         self._host_sampler = self.device.type == "cpu"
         self._ones: dict[tuple[int, ...], Tensor] = {}  # the loop's all-ones weights, by shape
         self.loss = fast_loss(model) if fast else model.loss
@@ -429,6 +432,9 @@ class Executor:
         pending = self.pending
         job = pending.pop(task)
         size = min(self.max_batch, len(pending) + 1)
+        if self.batching != "none" and size >= self.min_vmap and self.before_chunk is not None:
+            self.before_chunk()  # may cancel pending jobs
+            size = min(self.max_batch, len(pending) + 1)
         if self.batching == "none" or size < self.min_vmap:
             # The loop gains nothing from computing others now: they wait until needed (and are
             # never computed if the run stops first or the task is lost).

@@ -145,6 +145,8 @@ def build(
         frac = data.mean_label_fraction()
         multiplier = 1.0 + scenario.system.speed_by_label * (frac - 0.5)
     engine = Engine.from_scenario(scenario, backend, base, multiplier, snapshot=snapshot)
+    # Updates certain to be dropped as stale are never computed (empty unless async + drop).
+    executor.before_chunk = lambda: backend.cancel_certain_drops(engine.certain_drops())
     return Built(scenario, dev, data, model, backend, engine)
 
 

@@ -15,6 +15,7 @@ from torch.func import grad, vmap
 
 from asyncfl import executor as executor_module
 from asyncfl.algorithms.functional import loss_grad
+from asyncfl.backend import DIAGNOSTIC_METRICS
 from asyncfl.config.loader import validate
 from asyncfl.executor import DenseLoss, Executor, Job, MinibatchSampler, fast_loss
 from asyncfl.models.base import FlatModel
@@ -87,8 +88,10 @@ def scenario(name: str, **execution: Any) -> Any:
     return validate(data)
 
 
-def run(sc: Any) -> dict[str, Any]:
+def run(sc: Any, cancel_certain_drops: bool = True) -> dict[str, Any]:
     built = build(sc)
+    if not cancel_certain_drops:
+        built.backend.executor.before_chunk = None
     result = built.engine.run()
     return {
         "events": pd.DataFrame(list(result.events), columns=list(EVENT_COLUMNS)),
@@ -99,10 +102,13 @@ def run(sc: Any) -> dict[str, Any]:
     }
 
 
+(DIAGNOSTIC,) = DIAGNOSTIC_METRICS  # versions_held: compared separately (batched <= one at a time)
+
+
 def assert_same(a: dict[str, Any], b: dict[str, Any]) -> None:
-    """Identical event logs; metrics equal within REL relative (NaN where NaN)."""
+    """Identical event logs; every learning metric equal within REL relative (NaN where NaN)."""
     pd.testing.assert_frame_equal(a["events"], b["events"])
-    ma, mb = a["metrics"], b["metrics"]
+    ma, mb = (r["metrics"][r["metrics"]["metric"] != DIAGNOSTIC] for r in (a, b))
     assert list(ma["metric"]) == list(mb["metric"])
     assert list(ma["server_version"]) == list(mb["server_version"])
     va, vb = ma["value"].to_numpy(float), mb["value"].to_numpy(float)
@@ -122,8 +128,30 @@ def test_batched_equals_one_at_a_time(name: str) -> None:
     assert_same(batched, single)
     assert len(batched["events"]) > 20
     assert single["stats"]["calls"] == single["stats"]["jobs"]
+    held = [r["metrics"][r["metrics"]["metric"] == DIAGNOSTIC]["value"].to_numpy() for r in (batched, single)]
+    assert len(held[0]) == len(held[1]) and (held[0] <= held[1]).all()  # none in local mode
     # The lazy executor really batched: fewer calls than jobs.
     assert batched["stats"]["calls"] < batched["stats"]["jobs"]
+
+
+@pytest.mark.parametrize("name", ["fedasync", "per_fedavg_hf"])
+def test_certain_drops_are_never_computed_and_change_nothing(name: str) -> None:
+    """Async with policy drop: updates the engine knows will arrive staler than tau are cancelled
+    before any chunk computes them. Same event log, same metrics (versions_held aside: fewer
+    versions are held), fewer jobs computed."""
+    alg, server = CASES[name]
+    data = copy.deepcopy(BASE)
+    data["algorithm"] = alg
+    data["server"] = {**server, "mode": "async", "concurrency": 10, "max_staleness": 1, "staleness_policy": "drop"}
+    data["stop"] = {"client_updates": 90}
+    sc = validate(data)
+    pruned, full = run(sc), run(sc, cancel_certain_drops=False)
+    dropped = int((pruned["events"]["status"] == "dropped_stale").sum())
+    assert dropped > 20
+    held = [r["metrics"][r["metrics"]["metric"] == DIAGNOSTIC]["value"].to_numpy() for r in (pruned, full)]
+    assert (held[0] <= held[1]).all() and (held[0] < held[1]).any()
+    assert_same(pruned, full)
+    assert pruned["stats"]["jobs"] < full["stats"]["jobs"] - dropped // 2
 
 
 @pytest.mark.parametrize("name", ["fedbuff", "per_fedavg_hf"])

@@ -30,8 +30,15 @@ LONG = {"stop": {"server_steps": 300}, "eval": {"every_steps": 25}, "clients": {
                    "staleness_weight": {"name": "hinge", "a": 10.0, "b": 2}, "lr": 1.0}}
 
 
-def _long_scenario(tmp_path: Path, tiny: dict[str, Any]) -> Path:
-    data = {**tiny, **LONG}
+# Async with policy drop and many in flight: most updates are cancelled as certain drops before
+# any chunk computes them, so checkpoints hold cancelled tasks.
+LONG_DROP = {**LONG, "clients": {"count": 60}, "stop": {"server_steps": 1500}, "eval": {"every_steps": 500},
+             "server": {"mode": "async", "concurrency": 30, "max_staleness": 2, "staleness_policy": "drop",
+                        "staleness_weight": {"name": "polynomial", "a": 0.5}, "lr": 0.6}}
+
+
+def _long_scenario(tmp_path: Path, tiny: dict[str, Any], long: dict[str, Any] = LONG) -> Path:
+    data = {**tiny, **long}
     return write_scenario(tmp_path / "long.yaml", data)
 
 
@@ -86,6 +93,47 @@ def test_sigterm_writes_interrupted_and_resumes(tmp_path: Path, tiny: dict[str, 
     assert "resume" in err and "Traceback" not in err
     partial = asyncfl.load_run(out)  # flushed, complete files of what was done
     assert partial.status == "interrupted" and partial.manifest["server_version"] < 300
+    res = subprocess.run(_cli("resume", str(out), "--quiet"), capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    _same_outputs(ref, out)
+
+
+def test_async_drop_scenario_cancels_certain_drops(tmp_path: Path, tiny: dict[str, Any]) -> None:
+    """LONG_DROP really exercises cancelled tasks (what its resume test relies on)."""
+    from asyncfl.runner import build
+
+    built = build(load_scenario(_long_scenario(tmp_path, tiny, LONG_DROP)), tmp_path)
+    result = built.engine.run()
+    dropped = sum(e.status == "dropped_stale" for e in result.events)
+    applied = sum(e.status == "applied" for e in result.events)
+    assert dropped > 100
+    assert built.backend.executor.stats["jobs"] < applied + dropped // 2
+
+
+def test_sigkill_with_cancelled_tasks_in_the_checkpoint_resumes_byte_identical(
+    tmp_path: Path, tiny: dict[str, Any]
+) -> None:
+    """Async + drop: a checkpoint holds tasks cancelled as certain drops (never computed, still
+    in flight); killed after a few checkpoints and resumed, the run ends byte-identical."""
+    scen = _long_scenario(tmp_path, tiny, LONG_DROP)
+    ref, out = tmp_path / "ref", tmp_path / "killed"
+    subprocess.run(_cli("run", str(scen), "--out", str(ref), "--quiet"), check=True)
+    proc = subprocess.Popen(_cli("run", str(scen), "--out", str(out), "--quiet", "--checkpoint-every", "7"))
+    latest = out / "checkpoint" / "latest.json"
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            if json.loads(latest.read_text())["generation"] >= 5:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be killed: make LONG_DROP longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    gen = json.loads(latest.read_text())["generation"]
+    state = json.loads((out / "checkpoint" / f"state-{gen}.json").read_text())
+    assert state["backend"]["cancelled"], "no cancelled task in the checkpoint: the test tests nothing"
     res = subprocess.run(_cli("resume", str(out), "--quiet"), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     _same_outputs(ref, out)

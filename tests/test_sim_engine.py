@@ -496,3 +496,40 @@ def test_engine_cost_bench_runs() -> None:
     for mode in ("async", "buffered", "sync"):
         r = engine_cost(clients=200, concurrency=20, tasks=500, mode=mode)
         assert r["tasks"] >= 500 and r["us_per_task"] > 0
+
+
+# ------------------------------------------------------------------------------------------------
+# certain drops (updates never computed because they will be dropped as stale)
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "system,tau,concurrency",
+    [(HETERO, 0, 10), (HETERO, 2, 10), (HETERO, 5, 19), (FLAKY, 1, 8),
+     (twin_system([50.0, 50.0, 100.0, 100.0, 200.0]), 1, 15)],  # equal arrival times: ties
+    ids=["hetero-0", "hetero-2", "hetero-5", "flaky-1", "ties-1"],
+)
+def test_certain_drops_are_all_dropped(system: SystemConfig, tau: int, concurrency: int) -> None:
+    """Every task the engine names as a certain drop, at any step, ends ``dropped_stale``; and the
+    rule finds most drops long before they arrive."""
+    flagged: set[int] = set()
+
+    def probe(engine: Engine) -> None:
+        flagged.update(engine.certain_drops())
+
+    server = ServerConfig(mode="async", concurrency=concurrency, max_staleness=tau, staleness_policy="drop")
+    r = make(server, StopConfig(server_steps=150), system, on_step=probe).run()
+    status = {e.task: e.status for e in r.events}
+    assert flagged, "nothing was flagged"
+    assert all(status[t] in ("dropped_stale", "in_flight") for t in flagged)
+    dropped = {t for t, s in status.items() if s == "dropped_stale"}
+    assert len(flagged & dropped) >= 0.5 * len(dropped)
+
+
+@pytest.mark.parametrize("mode,policy", [("async", "wait"), ("buffered", "drop"), ("sync", "drop")])
+def test_certain_drops_only_for_async_drop(mode: str, policy: str) -> None:
+    server = ServerConfig(mode=mode, concurrency=10, clients_per_round=10, buffer_size=3, max_staleness=0,
+                          staleness_policy=policy)
+    seen: list[int] = []
+    make(server, StopConfig(server_steps=30), on_step=lambda e: seen.extend(e.certain_drops())).run()
+    assert seen == []

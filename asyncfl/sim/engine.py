@@ -543,6 +543,29 @@ class Engine:
             self._base_count[version] = self._base_count.get(version, 0) + 1
         env.at(t_event, _Due(self._task_cb, _TASK, task))
 
+    def certain_drops(self) -> list[int]:
+        """In-flight tasks that will certainly arrive staler than tau_max and be dropped (async
+        server, policy ``drop``; empty otherwise).
+
+        The known arrivals are replayed in the engine's own order (event time, then dispatch
+        order, which is the order of equal-time events): one found staler than tau_max is dropped,
+        any other is applied and advances the version by one. The replay is a lower bound on each
+        arrival's real staleness: tasks dispatched later can only add server steps before it (an
+        extra applied update raises the versions after it by one until the first arrival it tips
+        over tau_max, which is then dropped and takes the increment back). So a task found dropped
+        here is dropped in the run, and its update need never be computed."""
+        if not (self._drop and self._direct):
+            return []
+        tau = self._tau_max
+        v = self._version
+        doomed: list[int] = []
+        for _, task, base in sorted((info[7], task, info[3]) for task, info in self._inflight.items() if info[8] == _ARRIVE):
+            if v - base > tau:
+                doomed.append(task)
+            else:
+                v += 1
+        return doomed
+
     def _release_base(self, base: int) -> None:
         left = self._base_count[base] - 1
         if left:
