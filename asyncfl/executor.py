@@ -36,11 +36,12 @@ numbers do not depend on the machine's load: rerunning it gives the same bits.
 
 Minibatches: for task ``counter`` of client i, step s and draw d, each of the client's n_i samples
 gets a 64-bit key from the counter-based hash (asyncfl.tensor_rng) and the b smallest keys form the
-batch, in increasing key order (the draw's sub-stream is :func:`draw_index` (s, d) = s * 8 + d
-whatever the rule's number of draws, so rules share minibatches where they share draws: common
-random numbers, e.g. Per-FedAvg FO and HF see the same D_s and D'_s, FedAvg's step s sees D_s): a uniform draw without replacement within the batch, computed for
-all jobs at once on the device. A client with n_i <= B uses all its samples (the rest of the batch
-is padding, weight 0); ``batch_size: null`` means every step uses the full local data set.
+batch, in increasing key order: a uniform draw without replacement within the batch, computed for
+all jobs at once on the device. The draw's sub-stream is :func:`draw_index` (s, d) = s * 8 + d
+whatever the rule's number of draws, so rules share minibatches where they share draws (common
+random numbers: Per-FedAvg FO and HF see the same D_s and D'_s; FedAvg's step s sees D_s). A
+client with n_i <= B uses all its samples (the rest of the batch is padding, weight 0);
+``batch_size: null`` means every step uses the full local data set.
 
 The loss handed to client rules (:func:`fast_loss`) is, for the fully connected networks, a
 :class:`DenseLoss`: the model's loss as a direct function of the flat vector (no
