@@ -94,7 +94,7 @@ def run_study(
     study = load_study(runs_dir)
     target = default_target(study.metrics, METRIC)
     written: dict[str, Path] = {}
-    figures = {
+    figures: dict[str, tuple[str, dict[str, Any]]] = {
         "convergence_vs_tau": ("convergence_vs_delay", {"metric": METRIC, "target": target}),
         "grad_norm_vs_tau": ("convergence_vs_delay", {"metric": "grad_norm_sq"}),
         "convergence": ("convergence", {"metric": METRIC, "hue": TAU}),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import yaml
 
@@ -9,7 +11,7 @@ from asyncfl.config import apply_overrides, dump_scenario, load_scenario, valida
 from asyncfl.config.loader import parse_override
 from asyncfl.errors import ScenarioError
 
-BASE = {
+BASE: dict[str, Any] = {
     "seed": 3,
     "algorithm": {"name": "fedasync", "lr": 0.1, "local_steps": 3},
     "server": {"mode": "async", "concurrency": 5, "staleness_weight": "polynomial"},

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -24,6 +24,7 @@ from asyncfl.data.fake import SENT140_TEST_ONLY, write_fake_leaf
 from asyncfl.data.leaf import FIRST_WORD_ID, PAD_ID, UNKNOWN_ID, build_vocab, split_line, word_ids
 from asyncfl.errors import DataNotFoundError, ScenarioError
 from asyncfl.models import InputSpec, build_model
+from asyncfl.models.char_lstm import CharLSTM
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = str(ROOT / "scenarios" / "quickstart.yaml")
@@ -160,7 +161,7 @@ def test_sent140_models(tmp_path: Path) -> None:
     write_fake_leaf(tmp_path, "sent140", users=3)
     d = build_data(LeafData(root=str(tmp_path), task="sent140"), 3, 0, tmp_path)
     model = build_model(CharLSTMModel(embedding=4, hidden=8, layers=1), d)
-    assert model.module.embed.num_embeddings == d.vocab_size
+    assert cast(CharLSTM, model.module).embed.num_embeddings == d.vocab_size  # module: typed nn.Module
     assert model.module(d.train_x[:5]).shape == (5, 2)
     for cfg, match in ((MLPModel(), "mlp needs float features"), (LogRegModel(), "logreg needs float features"),
                        (CNNModel(), "cnn needs images")):

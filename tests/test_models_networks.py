@@ -4,6 +4,7 @@ against a loop, the hand-written LSTM against nn.LSTM, data/model mismatch error
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ from asyncfl.data.fake import write_fake_idx_dataset
 from asyncfl.data.pack import pack
 from asyncfl.errors import ScenarioError
 from asyncfl.models import MODELS, build_model, summary
+from asyncfl.models.dense import DenseNet
 
 
 def fake_data(shape: tuple[int, ...], classes: int, integer: bool = False, n: int = 12) -> FederatedData:
@@ -100,9 +102,10 @@ def test_paper_architectures_parameter_counts() -> None:
 
 def test_mlp_activation_and_hidden_sizes() -> None:
     model = build_model(MLPModel(hidden=[5], activation="tanh"), SYNTH_LIKE)
-    assert isinstance(model.module.net[1], torch.nn.Tanh) and model.num_params == 60 * 5 + 5 + 5 * 10 + 10
+    # FlatModel.module is typed nn.Module; for mlp, build_model wraps a DenseNet
+    assert isinstance(cast(DenseNet, model.module).net[1], torch.nn.Tanh) and model.num_params == 60 * 5 + 5 + 5 * 10 + 10
     elu = build_model(MLPModel(), SYNTH_LIKE)
-    assert isinstance(elu.module.net[1], torch.nn.ELU)
+    assert isinstance(cast(DenseNet, elu.module).net[1], torch.nn.ELU)
 
 
 def test_char_lstm_matches_torch_lstm() -> None:

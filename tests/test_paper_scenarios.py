@@ -54,7 +54,7 @@ VISION_FOLDERS = {"mnist": "MNIST/raw", "fashion_mnist": "FashionMNIST/raw", "em
 def missing_data(scenario: asyncfl.Scenario, base_dir: Path) -> str | None:
     """Why this scenario's data cannot be read here (None: it can)."""
     data = scenario.data
-    if data.dataset in ("synthetic", "quadratic"):
+    if data.dataset == "synthetic" or data.dataset == "quadratic":
         return None
     root = Path(data.root).expanduser()
     root = root if root.is_absolute() else (base_dir / root).resolve()

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import write_scenario
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +23,6 @@ import asyncfl
 from asyncfl.cli import main
 from asyncfl.config import dump_scenario, load_scenario
 from asyncfl.errors import RunDirError
-from tests.conftest import write_scenario
 
 # A run that takes a few seconds, so kills land at many different points.
 LONG = {"stop": {"server_steps": 300}, "eval": {"every_steps": 25}, "clients": {"count": 30},

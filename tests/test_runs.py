@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import write_scenario
 
 import asyncfl
 from asyncfl.cli import main
@@ -18,7 +19,6 @@ from asyncfl.config import load_scenario
 from asyncfl.errors import RunDirError
 from asyncfl.executor import MinibatchSampler
 from asyncfl.runner import absolutize, build
-from tests.conftest import write_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -150,7 +150,7 @@ def test_fedasync_weight_one_concurrency_one_is_sequential_local_sgd(tiny: dict)
         assert rec.status == "applied" and rec.staleness == 0
         k = counters.get(rec.client, 0)
         counters[rec.client] = k + 1
-        gidx, mask = sampler.indices(torch.tensor([rec.client]), torch.tensor([k]))
+        gidx, mask = sampler.indices(np.array([rec.client]), np.array([k]))
         for s in range(2):
             x, y, m = built.data.train_x[gidx[0, s, 0]], built.data.train_y[gidx[0, s, 0]], mask[0, s, 0]
             wg = w.clone().requires_grad_(True)

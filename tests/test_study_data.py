@@ -112,8 +112,8 @@ def fabricate_run(run_dir: Path, scenario: Mapping[str, Any], status: str = "com
         }
         if status == "diverged" and v >= steps // 2:
             vals = {k: math.nan for k in vals}
-        for k, val in vals.items():
-            metrics.append((tv, v, updates, k, float(val)))
+        for key, val in vals.items():
+            metrics.append((tv, v, updates, key, float(val)))
         if per_client:
             for c in range(n):
                 metrics.append((tv, v, updates, f"client_accuracy/{c}", float(base_acc + 0.02 * (applied_per_client[c] - applied_per_client.mean()))))
@@ -152,7 +152,7 @@ def fabricate_sweep(
     import itertools
 
     keys = list(grid)
-    runs = []
+    runs: list[dict[str, Any]] = []
     for combo in itertools.product(*(grid[k] for k in keys)):
         point = dict(zip(keys, combo, strict=True))
         data = apply_overrides(dict(base), [f"{k}={value_text(v)}" for k, v in point.items()])

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 from test_study_data import TINY_GRID, TINY_YAML, tiny_scenario, tiny_sweep
 
 from asyncfl.cli import main
+from asyncfl.config.schema import PFedMeConfig
 from asyncfl.errors import RunDirError, ScenarioError
 from asyncfl.rundir import load_run
 from asyncfl.sweep import (
@@ -87,7 +89,8 @@ def test_grid_of_whole_mappings_gets_short_labels(tmp_path: Path) -> None:
     grid = {"algorithm": [{"name": "per_fedavg", "variant": "hf", "alpha": 0.01}, {"name": "pfedme", "lam": 10.0}]}
     plan = plan_sweep(tiny_scenario(tmp_path), grid)
     assert [r.name for r in plan.runs] == ["algorithm=per_fedavg-hf,seed=0", "algorithm=pfedme,seed=0"]
-    assert plan.runs[1].scenario.algorithm.lam == 10.0
+    algorithm = plan.runs[1].scenario.algorithm
+    assert isinstance(algorithm, PFedMeConfig) and algorithm.lam == 10.0
 
 
 @pytest.mark.parametrize(
@@ -210,7 +213,7 @@ def test_sigterm_stops_the_sweep_and_a_rerun_finishes_it(tmp_path: Path) -> None
         out = tmp_path / f"a{attempt}" / "out"
         cmd = [sys.executable, "-m", "asyncfl", "sweep", str(scen), *GRID_ARGS,
                "--seeds", "2", "--out", str(out), "--workers", "2", "--quiet"]
-        proc = _start_then_wait(cmd, lambda out=out: two_done(out))
+        proc = _start_then_wait(cmd, partial(two_done, out))
         if proc.poll() is None:
             break
     assert proc.poll() is None, "the sweep always finished before it could be interrupted"
@@ -266,7 +269,7 @@ def test_sigterm_mid_run_then_rerun_continues_from_the_checkpoint(tmp_path: Path
         cmd = [sys.executable, "-m", "asyncfl", "sweep", str(scen), "--grid", "server.max_staleness=1,3",
                "--out", str(out), "--checkpoint-every", "20", "--quiet"]
         first = out / ref.runs[0].name
-        proc = _start_then_wait(cmd, lambda first=first: (first / "checkpoint").is_dir())
+        proc = _start_then_wait(cmd, (first / "checkpoint").is_dir)
         if proc.poll() is None:
             break
     assert proc.poll() is None, "the sweep always finished before it could be interrupted"

@@ -245,7 +245,7 @@ class ServerConfig(Strict):
     round_deadline: PositiveFloat | None = None
     max_staleness: NonNegInt | None = None
     staleness_policy: Literal["drop", "wait"] = "drop"
-    staleness_weight: Annotated[StalenessWeight, Field(default_factory=ConstantWeight)]
+    staleness_weight: StalenessWeight = Field(default_factory=ConstantWeight)
     lr: PositiveFloat = 1.0
     aggregation: Literal["samples", "uniform"] = "samples"
 
@@ -329,8 +329,8 @@ class DataCommon(Strict):
     its own test set (same label distribution). ``min_samples``: fewest samples a client may
     hold. (To couple system and data heterogeneity, see ``system.speed_by_label``.)"""
 
-    partition: Annotated[Partition, Field(default_factory=IidPartition)]
-    quantity_skew: Annotated[QuantitySkew, Field(default_factory=QuantitySkew)]
+    partition: Partition = Field(default_factory=IidPartition)
+    quantity_skew: QuantitySkew = Field(default_factory=QuantitySkew)
     test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
     min_samples: PositiveInt = 4
 
@@ -349,7 +349,7 @@ class SyntheticData(DataCommon):
     per-client model and feature means; ``iid`` draws one shared model; client sizes lognormal."""
 
     dataset: Literal["synthetic"] = "synthetic"
-    partition: Annotated[Partition, Field(default_factory=NaturalPartition)]
+    partition: Partition = Field(default_factory=NaturalPartition)
     alpha: NonNegFloat = 0.5
     beta: NonNegFloat = 0.5
     dimension: PositiveInt = 60
@@ -364,7 +364,7 @@ class QuadraticData(DataCommon):
     d samples per client realise A_i exactly (see asyncfl.data.quadratic)."""
 
     dataset: Literal["quadratic"] = "quadratic"
-    partition: Annotated[Partition, Field(default_factory=NaturalPartition)]
+    partition: Partition = Field(default_factory=NaturalPartition)
     dimension: PositiveInt = 5
     mu: PositiveFloat = 1.0
     L: PositiveFloat = 4.0
@@ -392,7 +392,7 @@ class LeafData(DataCommon):
     resized to, LEAF's 84). Other tasks ignore these keys. See :mod:`asyncfl.data.leaf`."""
 
     dataset: Literal["leaf"] = "leaf"
-    partition: Annotated[Partition, Field(default_factory=NaturalPartition)]
+    partition: Partition = Field(default_factory=NaturalPartition)
     root: str = "data/leaf"
     task: Literal["femnist", "shakespeare", "sent140", "celeba"] = "femnist"
     download: bool = False
@@ -531,7 +531,7 @@ class SystemConfig(Strict):
 
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
     network: NetworkConfig = Field(default_factory=NetworkConfig)
-    availability: Annotated[Availability, Field(default_factory=AlwaysOn)]
+    availability: Availability = Field(default_factory=AlwaysOn)
     dropout: Probability = 0.0
     profile: str | None = None
     delay_scale: PositiveFloat = 1.0
@@ -600,12 +600,12 @@ class Scenario(Strict):
 
     seed: int = 0
     name: str = "scenario"
-    algorithm: Annotated[AlgorithmConfig, Field(default_factory=FedAsyncConfig)]
-    server: ServerConfig = Field(default_factory=ServerConfig)  # type: ignore[arg-type]  # all fields default
-    data: Annotated[DataConfig, Field(default_factory=SyntheticData)]
-    model: Annotated[ModelConfig, Field(default_factory=LogRegModel)]
+    algorithm: AlgorithmConfig = Field(default_factory=FedAsyncConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    data: DataConfig = Field(default_factory=SyntheticData)
+    model: ModelConfig = Field(default_factory=LogRegModel)
     clients: ClientsConfig = Field(default_factory=ClientsConfig)
-    system: SystemConfig = Field(default_factory=SystemConfig)  # type: ignore[arg-type]  # all fields default
+    system: SystemConfig = Field(default_factory=SystemConfig)
     stop: StopConfig = Field(default_factory=lambda: StopConfig(server_steps=100))
     eval: EvalConfig = Field(default_factory=EvalConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
