@@ -95,10 +95,8 @@ def test_classes_per_client_blocks_and_sliding_windows(k: int) -> None:
         counts = _counts(_split(ClassesPerClientPartition(k=k, assignment=assignment), clients=10))
         assert ((counts > 0).sum(axis=1) == k).all()
         sets[assignment] = [frozenset(np.flatnonzero(row).tolist()) for row in counts]
-    # both deal the same seeded permutation pi: recover it from the sliding windows' first labels
-    first = [next(iter(s_ - sets["sliding"][(i - 1) % 10])) if k > 1 else next(iter(s_))
-             for i, s_ in enumerate(sets["sliding"])]
-    pi = np.array(first if k == 1 else [first[(i - k + 1) % 10] for i in range(10)])
+    # pi is the partition's first draw from its generator (_split seeds default_rng(0))
+    pi = np.random.default_rng(0).permutation(np.arange(10))
     for i in range(10):
         assert sets["sliding"][i] == frozenset(pi[(i + np.arange(k)) % 10].tolist())
         assert sets["blocks"][i] == frozenset(pi[(i * k + np.arange(k)) % 10].tolist())
