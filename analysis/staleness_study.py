@@ -70,10 +70,11 @@ def run_study(
     quiet: bool = False,
 ) -> dict[str, Path]:
     """Run (or resume) the sweep and write figures and tables; returns what was written."""
-    from asyncfl import plots
-    from asyncfl.report import markdown_table
-    from asyncfl.results import default_target, load_study, summary
-    from asyncfl.sweep import plan_sweep, run_sweep
+    from asyncfl.study import plots
+    from asyncfl.study.report import markdown_table
+    from asyncfl.study.results import default_target, load_study, summary
+    from asyncfl.study.sweep import run_sweep
+    from asyncfl.study.sweep_plan import plan_sweep
 
     if scale not in SCALES:
         raise SystemExit(f"--scale: unknown scale {scale!r}; allowed: {', '.join(SCALES)}")

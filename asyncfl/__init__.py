@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from asyncfl.version import __version__
 
 __all__ = [
     "RunResult",
@@ -33,21 +33,21 @@ __all__ = [
 if TYPE_CHECKING:
     from asyncfl.config.loader import load_scenario
     from asyncfl.config.schema import Scenario
-    from asyncfl.results import load_study, load_sweep
-    from asyncfl.rundir import RunResult, load_run
-    from asyncfl.runner import resume, run
-    from asyncfl.sweep import sweep
+    from asyncfl.runs.rundir import RunResult, load_run
+    from asyncfl.runs.runner import resume, run
+    from asyncfl.study.results import load_study, load_sweep
+    from asyncfl.study.sweep import sweep
 
 _LAZY = {
     "load_scenario": "asyncfl.config.loader",
     "Scenario": "asyncfl.config.schema",
-    "RunResult": "asyncfl.rundir",
-    "load_run": "asyncfl.rundir",
-    "run": "asyncfl.runner",
-    "resume": "asyncfl.runner",
-    "load_sweep": "asyncfl.results",
-    "load_study": "asyncfl.results",
-    "sweep": "asyncfl.sweep",
+    "RunResult": "asyncfl.runs.rundir",
+    "load_run": "asyncfl.runs.rundir",
+    "run": "asyncfl.runs.runner",
+    "resume": "asyncfl.runs.runner",
+    "load_sweep": "asyncfl.study.results",
+    "load_study": "asyncfl.study.results",
+    "sweep": "asyncfl.study.sweep",
 }
 
 

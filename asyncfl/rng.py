@@ -6,7 +6,7 @@ checkpoint therefore never changes anyone else's numbers, and a checkpoint needs
 
 The hash is SplitMix64's finaliser (Steele, Lea, Flood 2014), applied in a chain. Three bit-identical
 implementations exist: scalar Python ints here (engine hot path), numpy ``uint64`` arrays here (bulk
-draws), and torch ``int64`` tensors in :mod:`asyncfl.tensor_rng` (minibatch indices on the device).
+draws), and torch ``int64`` tensors in :mod:`asyncfl.exec.tensor_rng` (minibatch indices on the device).
 Tests check that all three agree bit for bit.
 
 This module imports numpy only: the simulator layer uses it and must not import torch.

@@ -4,7 +4,7 @@ with a different random minibatch for every local step and every draw.
 tests/test_alg_rules.py pins the rules down with closed forms on a quadratic (full batches) and on
 an MLP with alpha = 0 or one HF step. What it leaves open is checked here, on a small ELU MLP
 (:func:`asyncfl.models.dense.mlp`) whose loss the client rules receive from
-:func:`asyncfl.executor.fast_loss`, i.e. the executor's :class:`~asyncfl.executor.DenseLoss` with
+:func:`asyncfl.exec.executor.fast_loss`, i.e. the executor's :class:`~asyncfl.exec.executor.DenseLoss` with
 its hand-written gradient (the exact variant's Hessian-vector product goes through torch.func on
 the same DenseLoss forward):
 
@@ -61,7 +61,7 @@ from asyncfl.algorithms import Batches, FedAsync, FedAvg, PerFedAvg, PFedMe
 from asyncfl.algorithms.functional import loss_grad
 from asyncfl.algorithms.per_fedavg import Variant
 from asyncfl.algorithms.sgd import LocalSGD
-from asyncfl.executor import fast_loss
+from asyncfl.exec.executor import fast_loss
 from asyncfl.models.base import FlatModel, LossFn
 from asyncfl.models.dense import mlp
 

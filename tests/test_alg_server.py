@@ -17,11 +17,11 @@ from asyncfl.algorithms.server import (
     sequential_mixing_step,
     step_coefficients,
 )
-from asyncfl.backend import TorchBackend
 from asyncfl.config.loader import validate
 from asyncfl.config.schema import PolynomialWeight, ServerConfig
-from asyncfl.runner import build
-from asyncfl.staleness import exponential, hinge, polynomial, weight_fn
+from asyncfl.exec.torch_backend import TorchBackend
+from asyncfl.runs.runner import build
+from asyncfl.sim.staleness import exponential, hinge, polynomial, weight_fn
 from asyncfl.types import ModelVersion, SimTime
 
 D64 = torch.float64

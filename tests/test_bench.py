@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from asyncfl.bench import MODES, BenchOptions, markdown, run_bench, workload_scenario
 from asyncfl.cli import main
 from asyncfl.config.loader import validate
-from asyncfl.sim.bench import engine_cost
+from asyncfl.runs.bench import MODES, BenchOptions, markdown, run_bench, workload_scenario
+from asyncfl.sim.engine_cost import engine_cost
 
 
 def test_bench_command_writes_json_and_markdown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,12 +17,12 @@ import torch
 from conftest import TINY, write_scenario
 
 import asyncfl
-from asyncfl import checkpoint
-from asyncfl.checkpoint import Checkpointer
 from asyncfl.cli import main
 from asyncfl.config import load_scenario
 from asyncfl.errors import RunDirError
-from asyncfl.runner import build
+from asyncfl.runs import checkpoint
+from asyncfl.runs.checkpoint import Checkpointer
+from asyncfl.runs.runner import build
 
 STEPS, EVERY = 40, 4
 SCENARIO = {**TINY, "stop": {"server_steps": STEPS}, "eval": {"every_steps": 10}}

@@ -13,18 +13,18 @@ import pytest
 import torch
 from torch.func import grad, vmap
 
-from asyncfl import executor as executor_module
 from asyncfl.algorithms.functional import loss_grad
-from asyncfl.backend import DIAGNOSTIC_METRICS
 from asyncfl.config.loader import validate
-from asyncfl.executor import DenseLoss, Executor, Job, MinibatchSampler, fast_loss
+from asyncfl.exec import executor as executor_module
+from asyncfl.exec.executor import DenseLoss, Executor, Job, MinibatchSampler, fast_loss
+from asyncfl.exec.torch_backend import DIAGNOSTIC_METRICS
+from asyncfl.exec.versions import VersionStore
 from asyncfl.models.base import FlatModel
 from asyncfl.models.cnn import CNN
 from asyncfl.models.dense import DenseNet
 from asyncfl.rng import bits, stream_key
-from asyncfl.runner import build
+from asyncfl.runs.runner import build
 from asyncfl.sim.records import EVENT_COLUMNS, METRIC_COLUMNS
-from asyncfl.versions import VersionStore
 
 REL = 1e-5
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from golden_runs import GOLDEN, GOLDEN_SCENARIOS, SCENARIOS, digest, run_tiny
 
 DIGESTS = json.loads((GOLDEN / "digests.json").read_text())

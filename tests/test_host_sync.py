@@ -70,17 +70,17 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.weak import WeakIdKeyDictionary
 
-from asyncfl import executor as executor_module
+import asyncfl
 from asyncfl.algorithms import server as server_rules
 from asyncfl.algorithms.base import Batches
-from asyncfl.backend import TorchBackend
 from asyncfl.config.loader import validate
 from asyncfl.config.schema import ServerConfig
-from asyncfl.executor import CUDA_MIN_VMAP, Executor, MinibatchSampler
-from asyncfl.runner import Built, build
+from asyncfl.exec.executor import CUDA_MIN_VMAP, Executor, MinibatchSampler
+from asyncfl.exec.torch_backend import TorchBackend
+from asyncfl.runs.runner import Built, build
 from asyncfl.types import ClientId, ModelVersion, SimTime
 
-ASYNCFL_DIR = os.path.dirname(os.path.abspath(executor_module.__file__))
+ASYNCFL_DIR = os.path.dirname(os.path.abspath(asyncfl.__file__))
 REPO_DIR = os.path.dirname(ASYNCFL_DIR)
 TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__))
 
@@ -531,7 +531,7 @@ def test_whole_run_syncs_only_for_finiteness_and_evaluation(
 ) -> None:
     """(1-3) End to end, the engine driving everything on the device path: outside evaluation
     the run's only syncs are the two finiteness checks of each server step (and, pending
-    asyncfl/backend.py:140, the coefficients' pageable upload, one per step). Evaluation syncs --
+    asyncfl/exec/torch_backend.py:140, the coefficients' pageable upload, one per step). Evaluation syncs --
     it produces numbers -- are counted, not asserted (printed with -s)."""
     alg, server = CASES[name]
     data = copy.deepcopy(BASE)

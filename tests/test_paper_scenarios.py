@@ -15,7 +15,7 @@ import pytest
 
 import asyncfl
 from asyncfl.config.loader import read_yaml
-from asyncfl.sweep import plan_sweep
+from asyncfl.study.sweep_plan import plan_sweep
 
 REPO = Path(__file__).resolve().parent.parent
 SCENARIO_DIR = REPO / "scenarios"

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from test_study_data import BASE, fabricate_sweep, tiny_scenario, tiny_sweep
 
-from asyncfl import plots
 from asyncfl.cli import main
 from asyncfl.errors import UserError
-from asyncfl.results import load_study
-from asyncfl.sweep import sweep
+from asyncfl.study import plots
+from asyncfl.study.results import load_study
+from asyncfl.study.sweep import sweep
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

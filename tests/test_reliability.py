@@ -100,7 +100,7 @@ def test_sigterm_writes_interrupted_and_resumes(tmp_path: Path, tiny: dict[str, 
 
 def test_async_drop_scenario_cancels_certain_drops(tmp_path: Path, tiny: dict[str, Any]) -> None:
     """LONG_DROP really exercises cancelled tasks (what its resume test relies on)."""
-    from asyncfl.runner import build
+    from asyncfl.runs.runner import build
 
     built = build(load_scenario(_long_scenario(tmp_path, tiny, LONG_DROP)), tmp_path)
     result = built.engine.run()

@@ -12,7 +12,8 @@ import pytest
 from test_study_data import BASE, fabricate_run, fabricate_sweep, tiny_sweep
 
 from asyncfl.errors import RunDirError
-from asyncfl.results import (
+from asyncfl.runs.rundir import load_run
+from asyncfl.study.results import (
     default_target,
     final_values,
     load_runs,
@@ -22,8 +23,7 @@ from asyncfl.results import (
     summary,
     time_to_target,
 )
-from asyncfl.rundir import load_run
-from asyncfl.sweep import read_sweep_manifest
+from asyncfl.study.sweep_state import read_sweep_manifest
 
 
 def test_load_sweep_one_row_per_run_evaluation_metric(tmp_path_factory: Any) -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from asyncfl.cli import main
-from asyncfl.rundir import is_run_dir, locked
+from asyncfl.runs.rundir import is_run_dir, locked
 
 
 def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

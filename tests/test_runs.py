@@ -17,8 +17,8 @@ import asyncfl
 from asyncfl.cli import main
 from asyncfl.config import load_scenario
 from asyncfl.errors import RunDirError
-from asyncfl.executor import MinibatchSampler
-from asyncfl.runner import absolutize, build
+from asyncfl.exec.executor import MinibatchSampler
+from asyncfl.runs.runner import absolutize, build
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -491,7 +491,7 @@ def test_progress_fraction() -> None:
 
 
 def test_engine_cost_bench_runs() -> None:
-    from asyncfl.sim.bench import engine_cost
+    from asyncfl.sim.engine_cost import engine_cost
 
     for mode in ("async", "buffered", "sync"):
         r = engine_cost(clients=200, concurrency=20, tasks=500, mode=mode)

@@ -15,8 +15,9 @@ from test_study_data import fabricate_sweep, tiny_sweep
 
 from asyncfl.cli import main
 from asyncfl.config.loader import read_yaml
-from asyncfl.report import markdown_table, write_report
-from asyncfl.sweep import plan_sweep, run_sweep
+from asyncfl.study.report import markdown_table, write_report
+from asyncfl.study.sweep import run_sweep
+from asyncfl.study.sweep_plan import plan_sweep
 
 REPO = Path(__file__).resolve().parent.parent
 STUDY_SCENARIOS = [

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from asyncfl.config.loader import apply_overrides, dump_scenario, validate
-from asyncfl.rundir import EVENTS_FILE, METRICS_FILE, SCENARIO_FILE, csv_bytes, write_atomic, write_manifest
-from asyncfl.sweep import SWEEP_FILE, run_name, value_text
+from asyncfl.runs.rundir import EVENTS_FILE, METRICS_FILE, SCENARIO_FILE, csv_bytes, write_atomic, write_manifest
+from asyncfl.study.sweep_plan import run_name, value_text
+from asyncfl.study.sweep_state import SWEEP_FILE
 
 EVENT_COLUMNS = (
     "task", "client", "dispatch_time", "arrival_time", "base_version", "server_version", "staleness",
@@ -168,7 +169,7 @@ def fabricate_sweep(
 
 
 def test_fabricated_runs_load(tmp_path: Path) -> None:
-    from asyncfl.rundir import load_run
+    from asyncfl.runs.rundir import load_run
 
     fabricate_run(tmp_path / "r", BASE)
     r = load_run(tmp_path / "r")
@@ -208,7 +209,7 @@ def tiny_sweep(tmp_path_factory: Any, workers: int = 1) -> Path:
     """A finished 2 x 2 x 2-seed sweep of the tiny scenario (made once per test session)."""
     key = f"sweep-{workers}"
     if key not in _CACHE:
-        from asyncfl.sweep import sweep
+        from asyncfl.study.sweep import sweep
 
         base = tmp_path_factory.mktemp(key)
         scen = tiny_scenario(base)

@@ -22,18 +22,10 @@ from test_study_data import TINY_GRID, TINY_YAML, tiny_scenario, tiny_sweep
 from asyncfl.cli import main
 from asyncfl.config.schema import PFedMeConfig
 from asyncfl.errors import RunDirError, ScenarioError, UserError
-from asyncfl.rundir import load_run
-from asyncfl.sweep import (
-    SWEEP_FILE,
-    SweepFailedError,
-    parse_grid,
-    plan_sweep,
-    read_sweep_manifest,
-    run_name,
-    run_sweep,
-    split_values,
-    sweep,
-)
+from asyncfl.runs.rundir import load_run
+from asyncfl.study.sweep import SweepFailedError, run_sweep, sweep
+from asyncfl.study.sweep_plan import parse_grid, plan_sweep, run_name, split_values
+from asyncfl.study.sweep_state import SWEEP_FILE, read_sweep_manifest
 
 GRID_ARGS = [arg for g in TINY_GRID for arg in ("--grid", g)]
 
@@ -246,11 +238,11 @@ def test_a_run_stopped_part_way_is_continued_not_cleared(tmp_path: Path) -> None
     m["status"] = "interrupted"
     (out / names[0] / "manifest.json").write_text(json.dumps(m))
     (out / names[1] / "metrics.csv").write_text("torn")
-    from asyncfl.sweep import _existing_state
+    from asyncfl.study.sweep_state import existing_state
 
     plan = plan_sweep(scen, grid={"server.max_staleness": [1, 3]})
-    assert _existing_state(out / names[0], plan.runs[0].scenario) == ("resume", None)
-    assert _existing_state(out / names[1], plan.runs[1].scenario) == ("redo", None)
+    assert existing_state(out / names[0], plan.runs[0].scenario) == ("resume", None)
+    assert existing_state(out / names[1], plan.runs[1].scenario) == ("redo", None)
     res = sweep(scen, out, grid={"server.max_staleness": [1, 3]})
     assert res.counts == {"completed": 2} and not any(r.skipped for r in res.runs)
     for n in names:
@@ -476,7 +468,7 @@ def _profile_sweep(tmp_path: Path) -> tuple[Path, Path, list[str]]:
 def _interrupt(scen: Path, run_dir: Path, name: str) -> None:
     """Write ``run_dir`` as the sweep's run ``name`` stopped by SIGTERM at step 30 (checkpoint
     every 5 steps), as a SIGTERM to a sweep leaves it."""
-    from asyncfl import runner
+    from asyncfl.runs import runner
 
     r = next(r for r in plan_sweep(scen, grid={"server.max_staleness": [1, 3]}).runs if r.name == name)
     with pytest.raises(runner.RunInterrupted):
@@ -546,12 +538,12 @@ def test_an_interrupted_run_of_a_different_scenario_is_refused(tmp_path: Path, c
     assert "interrupted run of a different scenario" in err and "server.lr" in err and "--force" in err
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # nothing written or removed
     # one killed before its first checkpoint holds nothing to keep: cleared and rerun
-    from asyncfl.sweep import _existing_state
+    from asyncfl.study.sweep_state import existing_state
 
     shutil.rmtree(out / names[0] / "checkpoint")
     (out / names[0] / "manifest.json").unlink()
     other = plan_sweep(scen, grid={"server.max_staleness": [1, 3]}, overrides=["server.lr=0.5"]).runs[0].scenario
-    assert _existing_state(out / names[0], other) == ("redo", None)
+    assert existing_state(out / names[0], other) == ("redo", None)
 
 
 @pytest.mark.parametrize(
@@ -610,7 +602,7 @@ def test_runs_failing_on_bad_input_exit_2_and_on_a_bug_exit_1(tmp_path: Path, mo
     with pytest.raises(SweepFailedError) as exc:
         sweep(scen, tmp_path / "out", grid=grid)
     assert exc.value.exit_code == 2  # every failure is bad input (a data set missing)
-    from asyncfl import runner
+    from asyncfl.runs import runner
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("a bug")

@@ -21,7 +21,7 @@ def loss_grad(loss: LossFn, w: Tensor, x: Tensor, y: Tensor, m: Tensor) -> Tenso
     """grad_w f(w; D) [P] by reverse-mode autograd (torch.func.grad).
 
     A loss that carries its own ``gradient(w, x, y, m)`` (the executor's
-    :class:`~asyncfl.executor.DenseLoss`: explicit back-propagation) is differentiated by it.
+    :class:`~asyncfl.exec.executor.DenseLoss`: explicit back-propagation) is differentiated by it.
     Otherwise, outside any function transform (no vmap / grad active) and when nothing
     differentiates through ``w``, plain ``torch.autograd.grad`` computes the same gradient about
     2x faster than torch.func (the executor's one-at-a-time path)."""

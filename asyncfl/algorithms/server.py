@@ -2,7 +2,7 @@
 
 One server step takes K client results (K = 1 for FedAsync / async, K = buffer_size for FedBuff /
 buffered, the round's cohort for sync) and their staleness weights s(tau_k) in (0, 1] (see
-:mod:`asyncfl.staleness`; each weight is a function of that update's own tau_k only), and
+:mod:`asyncfl.sim.staleness`; each weight is a function of that update's own tau_k only), and
 applies one of two rules:
 
 - ``delta`` (FedAvg, FedBuff, Per-FedAvg, pFedMe)::

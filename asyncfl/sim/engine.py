@@ -28,7 +28,7 @@ clients dispatched to replace them all pull the version reached at the end of th
 
 **async / buffered.** ``concurrency`` tasks are kept in flight. On arrival the staleness is
 tau = V - b. Policy ``drop``: tau > tau_max (``server.max_staleness``) is ``dropped_stale``.
-Otherwise the update enters the server buffer with weight s(tau) (:mod:`asyncfl.staleness`); the
+Otherwise the update enters the server buffer with weight s(tau) (:mod:`asyncfl.sim.staleness`); the
 server steps when the buffer holds 1 (async) or K = ``buffer_size`` (buffered) updates:
 ``backend.apply([(task, weight), ...], V + 1, t)`` in arrival order, then V += 1 (each update's
 ``applied_version``). The buffer only ever holds updates that arrived at the current V, so tau at
@@ -101,9 +101,9 @@ from asyncfl.sim.availability import Availability, make_availability
 from asyncfl.sim.backend import Backend
 from asyncfl.sim.idle import IdleSet
 from asyncfl.sim.records import EventRecord, MetricRecord
+from asyncfl.sim.staleness import WeightFn
+from asyncfl.sim.staleness import weight_fn as make_weight_fn
 from asyncfl.sim.system import SystemModel
-from asyncfl.staleness import WeightFn
-from asyncfl.staleness import weight_fn as make_weight_fn
 
 SNAPSHOT_FORMAT = 1
 

@@ -38,7 +38,7 @@ The cost model is static (device type and per-job sizes), not timed at run time,
 numbers do not depend on the machine's load: rerunning it gives the same bits.
 
 Minibatches: for task ``counter`` of client i, step s and draw d, each of the client's n_i samples
-gets a 64-bit key from the counter-based hash (asyncfl.tensor_rng) and the b smallest keys form the
+gets a 64-bit key from the counter-based hash (asyncfl.exec.tensor_rng) and the b smallest keys form the
 batch, in increasing key order: a uniform draw without replacement within the batch, computed for
 all jobs at once on the device. The draw's sub-stream is :func:`draw_index` (s, d) = s * 8 + d
 whatever the rule's number of draws, so rules share minibatches where they share draws (common
@@ -71,10 +71,10 @@ from torch.func import vmap
 
 from asyncfl.algorithms.base import Batches, ClientRule
 from asyncfl.data.base import FederatedData
+from asyncfl.exec.tensor_rng import bits_t
 from asyncfl.models.base import FlatModel, LossFn
 from asyncfl.models.dense import DenseNet
 from asyncfl.rng import MASK64, mix64, mix64_np, stream_keys_np
-from asyncfl.tensor_rng import bits_t
 
 _PAD = torch.iinfo(torch.int64).max
 

@@ -8,7 +8,7 @@ For each workload it builds the same seeded scenario several times and measures:
     autograd instead of the executor's hand-written dense gradient, i.e. the math the way a peer
     simulator does it). The runs' event logs must be identical and their metrics equal within
     1e-5 relative; the check is reported.
-(b) the engine's own cost per client task with a null model (:mod:`asyncfl.sim.bench`);
+(b) the engine's own cost per client task with a null model (:mod:`asyncfl.sim.engine_cost`);
 (c) peak host memory (``getrusage`` high-water mark; tracemalloc cannot see tensor storage) and
     peak device memory (``torch.cuda.max_memory_allocated``);
 (d) achieved FLOP/s: FLOPs per update counted with ``torch.utils.flop_counter.FlopCounterMode``
@@ -38,7 +38,6 @@ Workloads (sizes are flags):
 
 from __future__ import annotations
 
-import argparse
 import copy
 import cProfile
 import gc
@@ -215,8 +214,8 @@ def measure_run(
     (its timings are then inflated by the profiler)."""
     import torch
 
-    from asyncfl.executor import Executor
-    from asyncfl.runner import build
+    from asyncfl.exec.executor import Executor
+    from asyncfl.runs.runner import build
 
     batching = "auto" if mode == "batched" else "none"
     sc = scenario.model_copy(update={"execution": scenario.execution.model_copy(update={"batching": batching})})
@@ -319,7 +318,7 @@ def compare_runs(a: dict[str, Any], b: dict[str, Any], rel_tol: float = REL_TOL)
     server models within ``rel_tol`` relative?"""
     import numpy as np
 
-    from asyncfl.backend import DIAGNOSTIC_METRICS
+    from asyncfl.exec.torch_backend import DIAGNOSTIC_METRICS
 
     ea, eb = a["_events"], b["_events"]
     events_equal = bool(ea.shape == eb.shape and ea.equals(eb))
@@ -363,7 +362,7 @@ def bare_loop(scenario: Any, updates: int, seed: int = 0) -> dict[str, Any]:
     import torch.nn.functional as F
     from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-    from asyncfl.runner import build
+    from asyncfl.runs.runner import build
 
     built = build(scenario)
     data, rule, device = built.data, built.backend.rule, built.device
@@ -460,7 +459,7 @@ def flops_per_update(built: Any) -> float:
     import numpy as np
     from torch.utils.flop_counter import FlopCounterMode
 
-    from asyncfl.executor import Executor, Job
+    from asyncfl.exec.executor import Executor, Job
 
     old = built.backend.executor
     ex = Executor(old.model, old.rule, old.data, built.scenario.seed, "none")
@@ -616,7 +615,7 @@ def run_workload(workload: str, opts: BenchOptions, device: Any, log: Callable[[
 
 def run_null(opts: BenchOptions, log: Callable[[str], None]) -> dict[str, Any]:
     """(b): the engine's cost per client task with a null backend, async and buffered."""
-    from asyncfl.sim.bench import engine_cost
+    from asyncfl.sim.engine_cost import engine_cost
 
     clients = opts.size("null", "clients")
     in_flight = min(opts.size("null", "in_flight"), clients)
@@ -634,7 +633,7 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] = lambda s: None) -
     """Every requested workload; returns the report (also written to ``opts.out`` if set)."""
     import torch
 
-    from asyncfl.runner import environment_info, resolve_device
+    from asyncfl.runs.runner import environment_info, resolve_device
 
     if opts.threads:
         torch.set_num_threads(opts.threads)
@@ -785,99 +784,4 @@ def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
     return js, md
 
 
-# ------------------------------------------------------------------------------------------------
-# CLI
-# ------------------------------------------------------------------------------------------------
-
-
-def _modes(text: str) -> tuple[str, ...]:
-    modes = tuple(m.strip() for m in text.split(",") if m.strip())
-    bad = [m for m in modes if m not in MODES]
-    if bad or not modes:
-        raise argparse.ArgumentTypeError(f"modes must be a comma list of {', '.join(MODES)}; got {text!r}")
-    return modes
-
-
-def register(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
-    """Add ``asyncfl bench`` to the parser and its handler to ``commands``."""
-    from asyncfl.cli import whole_number
-
-    positive = whole_number(1)
-    p = sub.add_parser(
-        "bench",
-        help="measure client updates/s (batched vs one at a time vs a bare PyTorch loop), engine cost, memory, FLOP/s",
-        description="Benchmark the simulator in one process and write bench.json and bench.md into --out. "
-        "Sizes default to the issue's workloads; make them small to run on a laptop.",
-    )
-    p.add_argument("--workload", choices=[*WORKLOADS, "all"], default="all", help="what to measure (default: all)")
-    p.add_argument("--clients", type=positive, default=None, help="clients (default: 1000; null: 100000)")
-    p.add_argument(
-        "--in-flight", type=positive, default=None, help="clients in flight (default: logreg 100, MLP 1000, null 1000)"
-    )
-    p.add_argument(
-        "--updates",
-        type=positive,
-        default=None,
-        help="client updates per run (default: logreg 10000, MLP 5000, null 200000 tasks)",
-    )
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where numbers are computed")
-    p.add_argument("--out", default="bench-out", help="folder for bench.json and bench.md (default: bench-out)")
-    p.add_argument("--repeat", type=positive, default=1, help="runs per mode, alternating; the best is reported")
-    p.add_argument("--threads", type=positive, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--buffer", type=positive, default=10, help="FedBuff buffer size K (default 10)")
-    p.add_argument("--local-steps", type=positive, default=2, help="local steps per update (default 2)")
-    p.add_argument("--batch-size", type=positive, default=32, help="minibatch size (default 32)")
-    p.add_argument("--samples", type=positive, default=50, help="mean training samples per synthetic client")
-    p.add_argument("--mnist-root", default=None, help="real MNIST (torchvision layout) for mnist-mlp-hf")
-    p.add_argument("--eval-clients", type=int, default=100, help="clients scored at the start and end (0: all)")
-    p.add_argument("--modes", type=_modes, default=MODES, help=f"comma list of {', '.join(MODES)}")
-    p.add_argument("--no-bare", action="store_true", help="skip the bare PyTorch loop")
-    p.add_argument("--max-batch", type=positive, default=None, help="jobs per vmapped chunk (default: automatic)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="model and data precision")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.add_argument(
-        "--profile",
-        action="store_true",
-        help="also run each mode once under cProfile; write profile-<workload>-<mode>.txt into --out",
-    )
-    commands["bench"] = cmd_bench
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    opts = BenchOptions(
-        workloads=WORKLOADS if args.workload == "all" else (args.workload,),
-        clients=args.clients,
-        in_flight=args.in_flight,
-        updates=args.updates,
-        device=args.device,
-        out=Path(args.out),
-        repeat=args.repeat,
-        threads=args.threads,
-        buffer=args.buffer,
-        local_steps=args.local_steps,
-        batch_size=args.batch_size,
-        samples=args.samples,
-        mnist_root=args.mnist_root,
-        eval_clients=args.eval_clients,
-        modes=args.modes,
-        bare=not args.no_bare,
-        profile=args.profile,
-        max_batch=args.max_batch,
-        seed=args.seed,
-        dtype=args.dtype,
-        command=["asyncfl", *sys.argv[1:]],
-    )
-
-    def log(msg: str) -> None:
-        if not args.quiet:
-            print(msg, file=sys.stderr, flush=True)
-
-    report = run_bench(opts, log)
-    print(markdown(report))
-    out = Path(args.out)
-    print(f"written: {out / 'bench.json'}, {out / 'bench.md'}", file=sys.stderr)
-    return 0
-
-
-__all__ = ["BenchOptions", "bare_loop", "compare_runs", "markdown", "measure_run", "register", "run_bench"]
+__all__ = ["BenchOptions", "bare_loop", "compare_runs", "markdown", "measure_run", "run_bench"]

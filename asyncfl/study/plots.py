@@ -1,6 +1,6 @@
 """Figures of a study (seaborn on matplotlib's Agg canvas; no pyplot state, no display needed).
 
-Every function takes a :class:`~asyncfl.results.Study` (or a directory: a sweep, a run, or a folder
+Every function takes a :class:`~asyncfl.study.results.Study` (or a directory: a sweep, a run, or a folder
 of runs) and returns a :class:`matplotlib.figure.Figure`; :func:`save` writes it as PNG, SVG or PDF
 by the file's suffix. Kinds (see :data:`KINDS`):
 
@@ -35,7 +35,8 @@ import numpy as np
 import pandas as pd
 
 from asyncfl.errors import UserError
-from asyncfl.results import (
+from asyncfl.runs.rundir import write_atomic
+from asyncfl.study.results import (
     X_LABELS,
     Study,
     default_target,
@@ -44,7 +45,6 @@ from asyncfl.results import (
     load_study,
     time_to_target,
 )
-from asyncfl.rundir import write_atomic
 
 BANDS = ("auto", "ci", "sd", "se", "none")
 FORMATS = (".png", ".svg", ".pdf")

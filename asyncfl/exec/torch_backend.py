@@ -1,7 +1,7 @@
 """The numeric side of the engine's :class:`asyncfl.sim.backend.Backend` protocol, in torch.
 
 Holds the server model and the reference-counted version store, hands jobs to the lazy
-:class:`~asyncfl.executor.Executor`, applies server steps with the algorithm's server rule and
+:class:`~asyncfl.exec.executor.Executor`, applies server steps with the algorithm's server rule and
 evaluates. Non-finite models or updates raise :class:`~asyncfl.errors.DivergedError`.
 
 ``local`` training (no shared model) keeps one model per client instead: a task starts from the
@@ -25,11 +25,11 @@ from asyncfl.algorithms.evaluation import evaluate
 from asyncfl.config.schema import EvalConfig, ServerConfig
 from asyncfl.data.base import FederatedData
 from asyncfl.errors import DivergedError
-from asyncfl.executor import Executor, upload
+from asyncfl.exec.executor import Executor, upload
+from asyncfl.exec.versions import VersionStore
 from asyncfl.models.base import FlatModel
 from asyncfl.rng import numpy_generator
 from asyncfl.types import ClientId, ModelVersion, SimTime
-from asyncfl.versions import VersionStore
 
 DIAGNOSTIC_METRICS = ("versions_held",)
 """Metrics about the simulator itself, not the learning: they may differ between batched and

@@ -13,7 +13,7 @@ its overrides, its seed, its status (``pending``, ``running``, ``completed``, ``
 ``failed``, ``interrupted``), wall time and, for a failure, the error.
 
 Rerunning the same sweep into the same ``DIR`` skips every run whose directory loads (see
-:func:`asyncfl.rundir.load_run`) with status ``completed`` or ``diverged`` and holds the same
+:func:`asyncfl.runs.rundir.load_run`) with status ``completed`` or ``diverged`` and holds the same
 scenario. A run stopped part-way (status ``interrupted``, or killed before its manifest) is handed
 to the runner's ``resume``, which continues from its last checkpoint (``checkpoint_every``) or
 from the start; only a run whose checkpoint itself is unusable is started afresh, while a resume
@@ -34,31 +34,21 @@ Backends (same directories, same bytes in ``metrics.csv`` / ``events.csv``, whic
   scenario names). ``gpus_per_run`` (may be fractional) reserves GPUs per task; set
   ``execution.device`` to ``auto`` or ``cuda`` for the runs to use them.
 """
-
 from __future__ import annotations
 
-import copy
-import datetime as _dt
-import hashlib
-import itertools
-import json
 import math
 import os
-import re
 import shutil
 import socket
 import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from asyncfl.config.loader import apply_overrides, dump_scenario, parse_override, parse_yaml, read_yaml, validate
-from asyncfl.config.schema import Scenario
+from asyncfl.config.loader import dump_scenario, parse_yaml, validate
 from asyncfl.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED_SIGINT,
@@ -66,22 +56,35 @@ from asyncfl.errors import (
     EXIT_USAGE,
     AsyncFLError,
     RunDirError,
-    ScenarioError,
     UserError,
 )
-from asyncfl.rundir import (
+from asyncfl.runs.rundir import (
     MANIFEST_FILE,
     SCENARIO_FILE,
-    holds_checkpoint,
     is_run_dir,
     load_run,
     locked,
     write_atomic,
 )
+from asyncfl.study.sweep_plan import (
+    SweepPlan,
+    SweepRun,
+    grid_labels,
+    parse_grid,
+    plan_sweep,
+    run_name,
+    value_label,
+    value_text,
+)
+from asyncfl.study.sweep_state import (
+    FINISHED,
+    SWEEP_FILE,
+    SweepManifest,
+    count_statuses,
+    existing_state,
+    read_sweep_manifest,
+)
 
-SWEEP_FILE = "sweep.json"
-FINISHED = ("completed", "diverged")
-"""Run statuses a rerun keeps: a diverged run is a result (deterministic), not a failure."""
 BACKENDS = ("local", "ray")
 
 ProgressFn = Callable[[str, "SweepRun"], None]
@@ -106,284 +109,6 @@ class SweepFailedError(AsyncFLError):
         self.exit_code = exit_code
         super().__init__(message)
 
-
-# ------------------------------------------------------------------------------------------------
-# Planning
-# ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SweepRun:
-    """One (grid point, seed). ``overrides``: dotted key -> value, in grid order. ``name`` is the
-    run directory's name inside the sweep directory."""
-
-    name: str
-    overrides: dict[str, Any]
-    seed: int
-    scenario: Scenario
-    status: str = "pending"
-    wall_time_s: float | None = None
-    error: str | None = None
-    skipped: bool = False
-
-    def entry(self) -> dict[str, Any]:
-        """This run's entry in ``sweep.json``."""
-        out: dict[str, Any] = {
-            "name": self.name,
-            "dir": self.name,
-            "overrides": self.overrides,
-            "seed": self.seed,
-            "status": self.status,
-        }
-        if self.wall_time_s is not None:
-            out["wall_time_s"] = self.wall_time_s
-        if self.skipped:
-            out["resumed"] = True
-        if self.error:
-            out["error"] = self.error
-        return out
-
-
-@dataclass(frozen=True)
-class SweepPlan:
-    """A fully validated sweep: the base scenario (raw mapping, ``--set`` applied), the grid,
-    the seeds and every run. ``base_dir`` resolves the scenario's relative paths (its folder)."""
-
-    base: dict[str, Any]
-    grid: dict[str, list[Any]]
-    seeds: list[int]
-    runs: list[SweepRun]
-    base_dir: Path
-    source: str | None = None
-    overrides: list[str] = field(default_factory=list)
-
-
-def split_values(raw: str) -> list[str]:
-    """Split ``V1,V2,...`` at top-level commas (not inside [], {}, () or quotes)."""
-    parts: list[str] = []
-    depth = 0
-    quote: str | None = None
-    cur: list[str] = []
-    for ch in raw:
-        if quote:
-            cur.append(ch)
-            if ch == quote:
-                quote = None
-            continue
-        if ch in "'\"":
-            quote = ch
-        elif ch in "[{(":
-            depth += 1
-        elif ch in "]})":
-            depth = max(depth - 1, 0)
-        elif ch == "," and depth == 0:
-            parts.append("".join(cur))
-            cur = []
-            continue
-        cur.append(ch)
-    parts.append("".join(cur))
-    return [p.strip() for p in parts]
-
-
-def parse_grid(items: Iterable[str]) -> dict[str, list[Any]]:
-    """``KEY=V1,V2,...`` items -> {key: [values]}; each value is a YAML scalar as with ``--set``
-    (``null``, ``1e-3``, ``true``, ``[1, 2]``, ``{name: hinge, a: 10}``)."""
-    grid: dict[str, list[Any]] = {}
-    for item in items:
-        if "=" not in item:
-            raise ScenarioError(item, "--grid needs KEY=V1,V2,..., e.g. --grid server.max_staleness=0,4,16")
-        key, raw = item.split("=", 1)
-        key = key.strip()
-        if key in grid:
-            raise ScenarioError(key, "given twice with --grid; list all its values in one --grid KEY=V1,V2")
-        values = []
-        for text in split_values(raw):
-            if not text:
-                raise ScenarioError(key, f"empty value in --grid {item!r}")
-            _, value = parse_override(f"{key}={text}")
-            values.append(value)
-        grid[key] = values
-    return grid
-
-
-def _check_grid(grid: Mapping[str, Any]) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {}
-    for key, values in grid.items():
-        if key == "seed":
-            raise ScenarioError("seed", "cannot be a grid key; use --seeds N (runs seed, seed+1, ..., seed+N-1)")
-        if key == "sweep" or key.startswith("sweep."):
-            raise ScenarioError(key, "cannot be a grid key")
-        if not isinstance(values, list) or not values:
-            raise ScenarioError(f"sweep.grid.{key}", "needs a non-empty list of values")
-        seen: list[str] = []
-        for v in values:
-            text = value_text(v)
-            if text in seen:
-                raise ScenarioError(key, f"grid value {text} is listed twice")
-            seen.append(text)
-        out[key] = list(values)
-    return out
-
-
-def value_text(value: Any) -> str:
-    """A value as a one-line YAML scalar that ``--set`` parses back to the same value."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        if math.isinf(value):
-            return ".inf" if value > 0 else "-.inf"
-        if math.isnan(value):
-            return ".nan"
-        return repr(value)
-    if isinstance(value, int):
-        return str(value)
-    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**9).strip()
-    if text.endswith("\n..."):
-        text = text[: -len("\n...")]
-    return text.strip()
-
-
-def value_label(value: Any) -> str:
-    """Short readable label of a grid value, for directory names and figure legends."""
-    if isinstance(value, Mapping):
-        return "-".join(value_label(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return "-".join(value_label(v) for v in value)
-    return value_text(value)
-
-
-TAG_KEYS = ("name", "dataset", "dist", "model")
-"""Keys that name a choice in a mapping value (algorithm name, data set, distribution, ...)."""
-
-
-def short_label(value: Any) -> str:
-    """``{name: per_fedavg, variant: hf, alpha: 0.01}`` -> ``per_fedavg-hf``; others as value_label."""
-    if isinstance(value, Mapping):
-        parts = [value[k] for k in TAG_KEYS if k in value] + ([value["variant"]] if "variant" in value else [])
-        if parts:
-            return "-".join(value_label(p) for p in parts)
-    return value_label(value)
-
-
-def grid_labels(values: Sequence[Any]) -> list[str]:
-    """Labels of one grid axis's values: short ones (the choice's name) when they tell the values
-    apart, else the full labels."""
-    short = [short_label(v) for v in values]
-    if len(set(short)) == len(short):
-        return short
-    return [value_label(v) for v in values]
-
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]")
-_MAX_NAME = 180
-
-
-def run_name(overrides: Mapping[str, Any], seed: int, labels: Mapping[str, Mapping[str, str]] | None = None) -> str:
-    """Deterministic, filesystem-safe directory name, e.g. ``server.max_staleness=4,seed=1``.
-    ``labels``: per key, value_text -> label (see :func:`grid_labels`)."""
-
-    def label(k: str, v: Any) -> str:
-        if labels and k in labels:
-            return labels[k].get(value_text(v), value_label(v))
-        return value_label(v)
-
-    parts = [f"{k}={label(k, v)}" for k, v in overrides.items()] + [f"seed={seed}"]
-    name = _UNSAFE.sub("_", ",".join(parts))
-    if len(name) > _MAX_NAME:
-        digest = hashlib.sha256(name.encode()).hexdigest()[:10]
-        name = f"{name[: _MAX_NAME - 11]}~{digest}"
-    return name
-
-
-def _dedupe_names(runs: list[SweepRun]) -> list[SweepRun]:
-    """Distinct points whose labels collide (after sanitising) get a hash of their exact overrides."""
-    counts: dict[str, int] = {}
-    for r in runs:
-        counts[r.name] = counts.get(r.name, 0) + 1
-    out = []
-    for r in runs:
-        if counts[r.name] > 1:
-            exact = json.dumps(r.overrides, sort_keys=True, default=str)
-            r = replace(r, name=f"{r.name}~{hashlib.sha256(exact.encode()).hexdigest()[:8]}")
-        out.append(r)
-    return out
-
-
-def _strip_key_prefix(exc: ScenarioError) -> str:
-    text = str(exc)
-    prefix = f"{exc.key}: "
-    return text[len(prefix) :] if exc.key and text.startswith(prefix) else text
-
-
-def plan_sweep(
-    source: str | Path | Mapping[str, Any],
-    grid: Mapping[str, list[Any]] | Iterable[str] | None = None,
-    seeds: int | None = None,
-    overrides: Sequence[str] = (),
-    seed: int | None = None,
-    device: str | None = None,
-    base_dir: str | Path | None = None,
-) -> SweepPlan:
-    """Expand and validate a sweep without running anything.
-
-    ``source``: a scenario file or mapping; its ``sweep:`` section (if any) gives a grid and a seed
-    count. ``grid``: {dotted key: [values]} or ``KEY=V1,V2`` strings; it adds to the file's grid,
-    replacing keys given in both. ``seeds``: how many seeds per point (default the file's, else 1);
-    they are seed, seed+1, ... from the scenario's seed (or ``seed``). ``overrides``: ``--set``
-    items applied to the base first. Raises :class:`ScenarioError` naming the key of the first bad
-    key or value, with the point it occurred at."""
-    if isinstance(source, (str, Path)):
-        raw = read_yaml(source)
-        src_name: str | None = str(Path(source).resolve())
-        folder = Path(source).resolve().parent
-    else:
-        raw = copy.deepcopy(dict(source))
-        src_name, folder = None, Path.cwd()
-    if base_dir is not None:
-        folder = Path(base_dir).resolve()
-    if overrides:
-        raw = apply_overrides(raw, list(overrides))
-    if seed is not None:
-        raw["seed"] = seed
-    if device is not None:
-        current = raw.get("execution")
-        execution: dict[str, Any] = current if isinstance(current, dict) else {}
-        raw["execution"] = {**execution, "device": device}
-    base_scenario = validate(raw)  # the base itself must be valid (also validates its sweep: section)
-    declared = base_scenario.sweep
-    merged: dict[str, list[Any]] = dict(declared.grid) if declared else {}
-    if grid is not None:
-        extra = parse_grid(grid) if not isinstance(grid, Mapping) else {k: list(v) for k, v in grid.items()}
-        merged.update(extra)
-    merged = _check_grid(merged)
-    n_seeds = seeds if seeds is not None else (declared.seeds if declared else 1)
-    if n_seeds < 1:
-        raise UserError(f"--seeds: must be >= 1 (got {n_seeds})")
-    seed_list = [base_scenario.seed + i for i in range(n_seeds)]
-    base = {k: v for k, v in raw.items() if k != "sweep"}
-
-    runs: list[SweepRun] = []
-    keys = list(merged)
-    labels = {k: dict(zip(map(value_text, merged[k]), grid_labels(merged[k]), strict=True)) for k in keys}
-    for combo in itertools.product(*(merged[k] for k in keys)):
-        point = dict(zip(keys, combo, strict=True))
-        items = [f"{k}={value_text(v)}" for k, v in point.items()]
-        label = ",".join(f"{k}={labels[k][value_text(v)]}" for k, v in point.items()) or "(base)"
-        try:
-            data = apply_overrides(base, items)
-        except ScenarioError as exc:
-            raise ScenarioError(exc.key, f"{_strip_key_prefix(exc)} [grid point {label}]") from None
-        for s in seed_list:
-            data_s = {**data, "seed": s}
-            try:
-                scenario = validate(data_s)
-            except ScenarioError as exc:
-                raise ScenarioError(exc.key, f"{_strip_key_prefix(exc)} [grid point {label}]") from None
-            runs.append(SweepRun(run_name(point, s, labels), point, s, scenario))
-    runs = _dedupe_names(runs)
-    return SweepPlan(base, merged, seed_list, runs, folder, src_name, list(overrides))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -424,8 +149,8 @@ def execute(task: RunTask) -> RunOutcome:
     failure. A resume starts the run afresh only when its checkpoint is unusable
     (:class:`RunDirError`); any other error keeps the directory as it is, to be continued by a
     later sweep once the cause is fixed."""
-    from asyncfl import runner
     from asyncfl.errors import DivergedError
+    from asyncfl.runs import runner
 
     interrupted_type: Any = getattr(runner, "RunInterrupted", ())
     if task.threads:
@@ -506,122 +231,6 @@ def _init_worker(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-# ------------------------------------------------------------------------------------------------
-# The sweep manifest
-# ------------------------------------------------------------------------------------------------
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat()
-
-
-def read_sweep_manifest(sweep_dir: str | Path) -> dict[str, Any]:
-    """``DIR/sweep.json`` as a dict; :class:`RunDirError` if missing or unreadable."""
-    p = Path(sweep_dir) / SWEEP_FILE
-    if not p.is_file():
-        raise RunDirError(f"{sweep_dir}: not a sweep directory ({SWEEP_FILE} is missing)")
-    try:
-        data = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise RunDirError(f"{p}: unreadable sweep manifest (not JSON)") from None
-    if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
-        raise RunDirError(f"{p}: not an asyncfl sweep manifest (no runs list)")
-    return data
-
-
-class _Manifest:
-    def __init__(self, out: Path, plan: SweepPlan, backend: str, created: str | None) -> None:
-        import asyncfl
-
-        self.path = out / SWEEP_FILE
-        self.head: dict[str, Any] = {
-            "asyncfl": asyncfl.__version__,
-            "scenario": plan.source,
-            "base_dir": str(plan.base_dir),
-            "set": plan.overrides,
-            "grid": plan.grid,
-            "seeds": plan.seeds,
-            "backend": backend,
-            "created": created or _now(),
-        }
-        self.base = plan.base
-        self.runs: dict[str, SweepRun] = {r.name: r for r in plan.runs}
-
-    def update(self, run: SweepRun) -> None:
-        self.runs[run.name] = run
-        self.write()
-
-    def write(self) -> None:
-        body = {
-            **self.head,
-            "updated": _now(),
-            "counts": _counts(self.runs.values()),
-            "base_scenario": self.base,
-            "runs": [r.entry() for r in self.runs.values()],
-        }
-        write_atomic(self.path, (json.dumps(body, indent=2, default=str) + "\n").encode())
-
-
-def _counts(runs: Iterable[SweepRun]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for r in runs:
-        out[r.status] = out.get(r.status, 0) + 1
-    return dict(sorted(out.items()))
-
-
-def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in list(a) + [k for k in b if k not in a]:
-            if a.get(k) != b.get(k):
-                return _first_difference(a.get(k), b.get(k), f"{prefix}{k}.")
-    return f"{prefix.rstrip('.')}: {a!r} there, {b!r} now"
-
-
-def _scenario_there(run_dir: Path) -> Scenario | None:
-    """The scenario a run directory holds; None if it has none that validates (damaged)."""
-    try:
-        return validate(parse_yaml((run_dir / SCENARIO_FILE).read_text()))
-    except (AsyncFLError, UnicodeDecodeError, OSError):
-        return None
-
-
-def _existing_state(run_dir: Path, scenario: Scenario) -> tuple[str, str | None]:
-    """('done', status) if the directory holds this finished run; ('resume', None) if it holds
-    this run stopped part-way (killed before its manifest, or status interrupted: the runner
-    continues it from its last checkpoint, or from the start if it has none); ('redo', None) if it
-    must be cleared and run again; ('other', difference) if it holds a different finished run;
-    ('other_stopped', difference) if it holds a different run stopped part-way that could be
-    continued (status interrupted, or a checkpoint)."""
-    if not run_dir.exists():
-        return "redo", None
-    status: str | None
-    try:
-        status = load_run(run_dir).status
-    except RunDirError:
-        mpath = run_dir / MANIFEST_FILE
-        if not mpath.is_file():
-            status = None  # killed before its manifest
-        else:
-            try:
-                status = json.loads(mpath.read_text()).get("status")
-            except (ValueError, UnicodeDecodeError, AttributeError):
-                status = None
-            if status != "interrupted":
-                return "redo", None  # damaged results of a finished or failed run
-    if status is not None and status not in FINISHED and status != "interrupted":
-        return "redo", None
-    there = _scenario_there(run_dir)
-    if there is None:
-        return "redo", None
-    if there == scenario:
-        return ("done", status) if status in FINISHED else ("resume", None)
-    difference = _first_difference(there.model_dump(mode="json"), scenario.model_dump(mode="json"))
-    if status in FINISHED:
-        return "other", difference
-    if status == "interrupted" or holds_checkpoint(run_dir):
-        return "other_stopped", difference
-    return "redo", None  # killed before its first checkpoint: nothing there to keep
-
 
 # ------------------------------------------------------------------------------------------------
 # Running
@@ -637,15 +246,15 @@ class SweepResult:
 
     @property
     def counts(self) -> dict[str, int]:
-        return _counts(self.runs)
+        return count_statuses(self.runs)
 
     @property
     def failed(self) -> list[SweepRun]:
         return [r for r in self.runs if r.status not in FINISHED]
 
     def frame(self) -> Any:
-        """The tidy metrics of every run (:func:`asyncfl.results.load_sweep`)."""
-        from asyncfl.results import load_sweep
+        """The tidy metrics of every run (:func:`asyncfl.study.results.load_sweep`)."""
+        from asyncfl.study.results import load_sweep
 
         return load_sweep(self.out_dir)
 
@@ -700,7 +309,7 @@ def run_sweep(
     if backend == "local" and (gpus_per_run > 0 or ray_address):
         raise UserError("--gpus-per-run and --ray-address apply to --backend ray only")
     if checkpoint_every is not None:
-        from asyncfl.runner import parse_checkpoint_every
+        from asyncfl.runs.runner import parse_checkpoint_every
 
         parse_checkpoint_every(checkpoint_every)  # a bad value is an error before anything runs
     out = Path(out_dir)
@@ -721,7 +330,7 @@ def run_sweep(
             created = None
 
     # Decide, before anything runs, what is kept and what is (re)run.
-    from asyncfl.runner import absolutize
+    from asyncfl.runs.runner import absolutize
 
     todo: list[SweepRun] = []
     runs: list[SweepRun] = []
@@ -730,7 +339,7 @@ def run_sweep(
         run_dir = out / r.name
         # a run directory holds its scenario with relative paths resolved (runner.absolutize)
         resolved = absolutize(r.scenario, plan.base_dir)
-        state, info = ("redo", None) if force else _existing_state(run_dir, resolved)
+        state, info = ("redo", None) if force else existing_state(run_dir, resolved)
         if state == "resume" and backend == "local":
             resumable.add(r.name)
         elif state == "resume":
@@ -755,7 +364,7 @@ def run_sweep(
     elif ray_address:
         _probe_ray_address(ray_address)
     out.mkdir(parents=True, exist_ok=True)
-    manifest = _Manifest(out, replace(plan, runs=runs), backend, created)
+    manifest = SweepManifest(out, replace(plan, runs=runs), backend, created)
     manifest.write()
     for r in runs:
         if r.skipped and progress is not None:
@@ -815,7 +424,7 @@ def _check_devices(runs: Iterable[SweepRun]) -> None:
     """Each device the runs ask for exists here (a UserError naming execution.device if not)."""
     devices = sorted({r.scenario.execution.device for r in runs})
     if devices and devices != ["cpu"]:
-        from asyncfl.runner import resolve_device
+        from asyncfl.runs.runner import resolve_device
 
         for device in devices:
             resolve_device(device)
@@ -1025,3 +634,4 @@ __all__ = [
     "value_label",
     "value_text",
 ]
+

@@ -23,10 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from asyncfl import checkpoint
 from asyncfl.algorithms.registry import build_rule
-from asyncfl.backend import TorchBackend
-from asyncfl.checkpoint import Checkpointer
 from asyncfl.config.loader import dump_scenario, load_scenario
 from asyncfl.config.schema import Scenario
 from asyncfl.data.base import FederatedData
@@ -38,11 +35,14 @@ from asyncfl.errors import (
     RunDirError,
     UserError,
 )
-from asyncfl.executor import Executor
+from asyncfl.exec.executor import Executor
+from asyncfl.exec.torch_backend import TorchBackend
 from asyncfl.models.base import FlatModel
 from asyncfl.models.registry import build_model
-from asyncfl.resources import check_built, check_scenario
-from asyncfl.rundir import (
+from asyncfl.runs import checkpoint
+from asyncfl.runs.checkpoint import Checkpointer
+from asyncfl.runs.resources import check_built, check_scenario
+from asyncfl.runs.rundir import (
     EVENTS_FILE,
     MANIFEST_FILE,
     METRICS_FILE,
@@ -164,10 +164,10 @@ def _git_commit() -> str | None:
 def environment_info(device: torch.device) -> dict[str, Any]:
     import simpy
 
-    import asyncfl
+    from asyncfl.version import __version__
 
     info: dict[str, Any] = {
-        "asyncfl": asyncfl.__version__,
+        "asyncfl": __version__,
         "torch": torch.__version__,
         "simpy": simpy.__version__,
         "numpy": np.__version__,

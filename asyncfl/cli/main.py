@@ -12,44 +12,15 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
+from asyncfl.cli.args import Parser, add_run_args, whole_number
 from asyncfl.errors import EXIT_FAILED, EXIT_USAGE, AsyncFLError, DivergedError
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports bad arguments in one line with exit code 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"asyncfl: error: {message} (see {self.prog} --help)\n")
-
-
-def whole_number(minimum: int) -> Callable[[str], int]:
-    """argparse type of a count >= ``minimum``: anything else is a one-line exit 2 naming the flag."""
-    allowed = "a positive integer" if minimum == 1 else f"a whole number >= {minimum}"
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}")
-        return value
-
-    return parse
-
-
-def _add_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a scenario key; VALUE is a YAML scalar (e.g. server.max_staleness=null)")
-    p.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="where numbers are computed")
-
-
 def make_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="asyncfl", description="Simulator of personalized asynchronous federated learning.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog="asyncfl", description="Simulator of personalized asynchronous federated learning.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = sub.add_parser("run", help="run a scenario file")
     p.add_argument("file", help="scenario YAML file")
@@ -58,7 +29,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
     p.add_argument("--checkpoint-every", default=None, metavar="N|Ns",
                    help="checkpoint every N server steps, or every N wall-clock seconds with a trailing s")
-    _add_run_args(p)
+    add_run_args(p)
 
     p = sub.add_parser("resume", help="continue a killed or interrupted run from its last checkpoint")
     p.add_argument("dir", help="run directory")
@@ -67,22 +38,22 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check a scenario file and print it fully resolved")
     p.add_argument("file")
-    _add_run_args(p)
+    add_run_args(p)
 
     sub.add_parser("schema", help="print the JSON Schema of scenario files")
 
     p = sub.add_parser("data", help="inspect a scenario's federated data")
-    dsub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    dsub = p.add_subparsers(dest="data_command", required=True, parser_class=Parser)
     d = dsub.add_parser("describe", help="per-client sample counts and label histograms")
     d.add_argument("file", help="scenario YAML file")
     d.add_argument("--figure", default=None, help="also save a figure of the split (PNG, SVG or PDF)")
     d.add_argument("--csv", default=None, help="also save the per-client table as CSV")
     d.add_argument("--rows", type=whole_number(0), default=10, help="clients shown in the text summary")
-    _add_run_args(d)
+    add_run_args(d)
 
-    from asyncfl import bench, cli_study
+    from asyncfl.cli import bench, study
 
-    cli_study.register(sub, COMMANDS)
+    study.register(sub, COMMANDS)
     bench.register(sub, COMMANDS)
     return parser
 
@@ -138,7 +109,7 @@ def _with_progress(label: str, quiet: bool, fn: Callable[..., Any]) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from asyncfl.runner import RunInterrupted
+    from asyncfl.runs.runner import RunInterrupted
 
     console = Console(stderr=True)
     try:
@@ -171,7 +142,7 @@ def _with_progress(label: str, quiet: bool, fn: Callable[..., Any]) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from asyncfl.runner import run
+    from asyncfl.runs.runner import run
 
     scenario, base_dir = _load(args)
     out = Path(args.out) if args.out else Path("runs") / f"{scenario.name}-seed{scenario.seed}"
@@ -187,7 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from asyncfl.runner import resume
+    from asyncfl.runs.runner import resume
 
     return _with_progress(
         Path(args.dir).name, args.quiet, lambda progress: resume(args.dir, device=args.device, progress=progress)

@@ -22,8 +22,8 @@ from typing import Any
 import pandas as pd
 
 from asyncfl.errors import UserError
-from asyncfl.results import Study, default_target, load_study, summary
-from asyncfl.rundir import write_atomic
+from asyncfl.runs.rundir import write_atomic
+from asyncfl.study.results import Study, default_target, load_study, summary
 
 FORMATS = ("html", "md")
 
@@ -49,7 +49,7 @@ def _png(fig: Any) -> bytes:
 
 
 def _sections(study: Study, metric: str, target: float | None) -> list[Section]:
-    from asyncfl import plots
+    from asyncfl.study import plots
 
     plan: list[tuple[str, str, str, dict[str, Any]]] = [
         ("convergence", f"Convergence: {metric}", f"{metric} against simulated time; one colour per setting.", {"metric": metric}),
@@ -95,7 +95,7 @@ def _fmt(v: Any) -> str:
 
 
 def _tables(study: Study, metric: str, target: float | None) -> list[tuple[str, pd.DataFrame]]:
-    from asyncfl.plots import _varying
+    from asyncfl.study.plots import _varying
 
     keys = _varying(study) or []
     tables = []
@@ -156,7 +156,7 @@ def _describe(study: Study) -> list[str]:
 
 
 def _choose_metric(study: Study, metric: str | None) -> str:
-    from asyncfl.plots import _check_metric
+    from asyncfl.study.plots import _check_metric
 
     return _check_metric(study, metric)
 

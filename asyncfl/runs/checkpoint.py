@@ -41,14 +41,14 @@ from typing import Any
 import torch
 
 from asyncfl.errors import RunDirError
-from asyncfl.rundir import CHECKPOINT_DIR, csv_bytes, write_atomic
+from asyncfl.runs.rundir import CHECKPOINT_DIR, csv_bytes, write_atomic
 from asyncfl.sim.records import EVENT_COLUMNS, METRIC_COLUMNS, EventRecord, MetricRecord
 
 LATEST = "latest.json"
 EVENTS_PARTIAL = "events.partial.csv"
 METRICS_PARTIAL = "metrics.partial.csv"
 FORMAT = 2
-"""Version 2: pending jobs carry their due time (asyncfl.backend.TorchBackend.state). The state's
+"""Version 2: pending jobs carry their due time (asyncfl.exec.torch_backend.TorchBackend.state). The state's
 ``tensors_sha256`` is optional (checkpoints written before it are still read)."""
 
 _STATE_NAME = re.compile(r"state-([0-9]+)\.json")

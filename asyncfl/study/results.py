@@ -25,8 +25,9 @@ import numpy as np
 import pandas as pd
 
 from asyncfl.errors import RunDirError
-from asyncfl.rundir import SCENARIO_FILE, RunResult, is_run_dir, load_run
-from asyncfl.sweep import SWEEP_FILE, grid_labels, read_sweep_manifest, value_label, value_text
+from asyncfl.runs.rundir import SCENARIO_FILE, RunResult, is_run_dir, load_run
+from asyncfl.study.sweep_plan import grid_labels, value_label, value_text
+from asyncfl.study.sweep_state import SWEEP_FILE, read_sweep_manifest
 
 METRIC_COLUMNS = ["sim_time", "server_version", "client_updates", "metric", "value"]
 X_LABELS = {

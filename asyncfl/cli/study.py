@@ -1,4 +1,4 @@
-"""CLI commands for studies: sweep, plot, report (registered into asyncfl.cli).
+"""CLI commands for studies: sweep, plot, report (registered into asyncfl.cli.main).
 
 Heavy imports (the runner, matplotlib, seaborn, Ray) happen inside the handlers, so ``asyncfl
 run`` and ``asyncfl --help`` stay fast.
@@ -54,7 +54,7 @@ def _float_at_least(low: float, strict: bool) -> Callable[[str], float]:
 
 def register(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     """Add this module's subcommands to the ``asyncfl`` parser and their handlers to ``commands``."""
-    from asyncfl.cli import _add_run_args, whole_number
+    from asyncfl.cli.args import add_run_args, whole_number
 
     p = sub.add_parser(
         "sweep",
@@ -98,7 +98,7 @@ def register(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]])
     p.add_argument("--force", action="store_true", help="rerun every run, even finished ones")
     p.add_argument("--dry-run", action="store_true", help="validate and list the runs; run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
-    _add_run_args(p)
+    add_run_args(p)
     commands["sweep"] = cmd_sweep
 
     p = sub.add_parser("plot", help="draw a figure of a run, a sweep or a folder of runs")
@@ -141,7 +141,8 @@ def _sigterm_raises() -> Iterator[None]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from asyncfl.sweep import plan_sweep, run_sweep
+    from asyncfl.study.sweep import run_sweep
+    from asyncfl.study.sweep_plan import plan_sweep
 
     plan = plan_sweep(args.file, args.grid, args.seeds, args.overrides, args.seed, args.device)
     if args.dry_run:
@@ -170,7 +171,7 @@ def _sweep_with_bar(plan: Any, out: str, kwargs: dict[str, Any]) -> Any:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from asyncfl.sweep import run_sweep
+    from asyncfl.study.sweep import run_sweep
 
     console = Console(stderr=True)
     counts = {"done": 0, "skipped": 0, "diverged": 0, "failed": 0}
@@ -223,7 +224,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     suffix = Path(args.out).suffix.lower()
     if suffix not in (".png", ".svg", ".pdf"):
         raise UserError(f"--out {args.out}: unknown figure format {suffix or '(none)'!r}; allowed: .png, .svg, .pdf")
-    from asyncfl import plots
+    from asyncfl.study import plots
 
     study = _study(args.dir)
     fig = plots.figure(args.kind, study, metric=args.metric, x=args.x, hue=args.hue, target=args.target,
@@ -234,7 +235,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from asyncfl.report import write_report
+    from asyncfl.study.report import write_report
 
     path = write_report(_study(args.dir), args.out, fmt=args.format, metric=args.metric, target=args.target)
     print(path)
@@ -243,7 +244,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _study(path: str) -> Any:
     """The runs under ``path``; a note on stderr names the runs left out (unfinished, damaged)."""
-    from asyncfl.results import load_study
+    from asyncfl.study.results import load_study
 
     study = load_study(path)
     if study.skipped:

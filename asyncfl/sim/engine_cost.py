@@ -1,6 +1,6 @@
 """The engine's own cost per client task, with a backend that computes nothing.
 
-``python -m asyncfl.sim.bench [clients] [concurrency] [tasks] [mode]`` prints microseconds per task
+``python -m asyncfl.sim.engine_cost [clients] [concurrency] [tasks] [mode]`` prints microseconds per task
 (default: 100,000 clients, 1,000 in flight, 200,000 tasks, async, the default system model).
 ``asyncfl bench --workload null`` reports the same figure (async and buffered) with the others.
 
