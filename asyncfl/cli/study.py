@@ -1,4 +1,4 @@
-"""CLI commands for studies: sweep, plot, report (registered into asyncfl.cli.main).
+"""CLI commands for studies: sweep, plot, report (registered into asyncfl.cli.app).
 
 Heavy imports (the runner, matplotlib, seaborn, Ray) happen inside the handlers, so ``asyncfl
 run`` and ``asyncfl --help`` stay fast.
