@@ -23,8 +23,6 @@ from pydantic import BaseModel, ValidationError
 from asyncfl.config.schema import Scenario
 from asyncfl.errors import ScenarioError
 
-_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
 # Tagged unions: mapping path -> tag key (the discriminator that selects the allowed keys).
 TAGS: dict[str, str] = {
     "algorithm": "name",
@@ -38,6 +36,21 @@ TAGS: dict[str, str] = {
 }
 
 
+MAX_FILE_BYTES = 1 << 20
+"""Largest scenario file read (1 MiB; the shipped ones are under 4 KiB): a bigger file is refused
+before parsing, so parsing it cannot take long."""
+
+MAX_VALUE_CHARS = 16_384
+"""Longest ``--set``/``--grid`` value text."""
+
+MAX_NODES = 100_000
+"""A scenario is a few hundred values; more (after expanding YAML aliases) is a mistake or an
+alias bomb, refused before anything copies it. Applies to files and to ``--set``/``--grid`` values."""
+
+MAX_DEPTH = 32
+"""Deepest nesting of lists and mappings (a scenario nests about 6 deep)."""
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a scenario file with YAML *safe* loading; the top level must be a mapping."""
     p = Path(path)
@@ -46,7 +59,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ScenarioError("", f"scenario file not found: {p}")
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            raise ScenarioError("", f"{p}: larger than {MAX_FILE_BYTES:,} bytes; a scenario file is a few KiB")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioError("", f"cannot read scenario file {p}: {exc}") from None
     if not text.strip() or all(not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()):
@@ -54,51 +71,69 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return parse_yaml(text, str(p))
 
 
-MAX_NODES = 100_000
-"""A scenario is a few hundred values; more (after expanding YAML aliases) is a mistake or an
-alias bomb, refused before anything copies it."""
+_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built
 
 
-class _ScenarioLoader(yaml.SafeLoader):
-    """Safe loading that refuses duplicate keys (YAML would silently keep the last one)."""
+class _ScenarioLoader(_BaseLoader):  # type: ignore[valid-type,misc]
+    """Safe loading that refuses duplicate keys (YAML would silently keep the last one) and reads
+    floats as YAML 1.2 does: YAML 1.1 (PyYAML) takes ``2.0e6`` and ``1e-3`` for strings, which no
+    one writing a scenario means; here they are the floats 2000000.0 and 0.001."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=deep)
             if isinstance(key, (str, int, float, bool)) and key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark
                 )
             seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
 
 
-def _count_nodes(data: Any, limit: int) -> int:
-    """Values in ``data`` with aliases expanded, counting stops past ``limit``."""
-    count, stack = 0, [data]
-    while stack and count <= limit:
-        item = stack.pop()
+_ScenarioLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def _check_size(data: Any, source: str) -> None:
+    """Refuse more than MAX_NODES values (aliases expanded) or nesting deeper than MAX_DEPTH;
+    stops counting at the limit, so a billion-value alias bomb costs no more than a scenario."""
+    count, stack = 0, [(data, 1)]
+    while stack:
+        item, depth = stack.pop()
         count += 1
+        if count > MAX_NODES:
+            raise ScenarioError("", f"{source}: more than {MAX_NODES:,} values (after expanding YAML aliases)")
+        if depth > MAX_DEPTH:
+            raise ScenarioError("", f"{source}: nested too deeply to be a scenario (more than {MAX_DEPTH} levels)")
         if isinstance(item, dict):
-            stack.extend(item.values())
+            stack.extend((v, depth + 1) for v in item.values())
         elif isinstance(item, list):
-            stack.extend(item)
-    return count
+            stack.extend((v, depth + 1) for v in item)
 
 
-def parse_yaml(text: str, source: str = "<string>") -> dict[str, Any]:
+def _load_yaml(text: str, source: str) -> Any:
     try:
         data = yaml.load(text, Loader=_ScenarioLoader)  # a SafeLoader subclass: safe loading
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
+        if "nesting depth" in problem:  # libyaml's own limit (1000 levels)
+            raise ScenarioError("", f"{source}: nested too deeply to be a scenario") from None
         raise ScenarioError("", f"malformed YAML in {source}{where}: {problem}") from None
     except RecursionError:
         raise ScenarioError("", f"{source}: nested too deeply to be a scenario") from None
-    if _count_nodes(data, MAX_NODES) > MAX_NODES:
-        raise ScenarioError("", f"{source}: more than {MAX_NODES:,} values (after expanding YAML aliases)")
+    _check_size(data, source)
+    return data
+
+
+def parse_yaml(text: str, source: str = "<string>") -> dict[str, Any]:
+    """A scenario mapping from YAML text, with the loader and limits of :func:`read_yaml`."""
+    data = _load_yaml(text, source)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -107,6 +142,21 @@ def parse_yaml(text: str, source: str = "<string>") -> dict[str, Any]:
     if bad:
         raise ScenarioError(str(bad[0]), "keys must be strings")
     return data
+
+
+def parse_value(key: str, raw: str, option: str = "--set") -> Any:
+    """One ``--set``/``--grid`` value: YAML with the scenario loader (floats as YAML 1.2, no
+    duplicate keys) and the limits of scenario files (size, values, nesting)."""
+    if len(raw) > MAX_VALUE_CHARS:
+        raise ScenarioError(key, f"{option} value longer than {MAX_VALUE_CHARS:,} characters")
+    if not raw.strip():
+        return None
+    try:
+        return _load_yaml(raw, f"{option} {key}")
+    except ScenarioError as exc:
+        if "malformed YAML" in str(exc):
+            raise ScenarioError(key, f"cannot parse value {raw[:80]!r} as YAML") from None
+        raise ScenarioError(key, str(exc).split(": ", 1)[-1]) from None
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -119,13 +169,7 @@ def parse_override(item: str) -> tuple[str, Any]:
         raise ScenarioError(key or item, "--set needs a dotted key such as server.lr")
     if key.count(".") > 8:
         raise ScenarioError(key[:60], "no scenario key is nested this deeply")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        raise ScenarioError(key, f"cannot parse value {raw!r} as YAML") from None
-    if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
-        value = float(value)  # YAML 1.1 reads 1e-3 as a string; users mean a number
-    return key, value
+    return key, parse_value(key, raw)
 
 
 def _walk_model(path: Sequence[str], data: Mapping[str, Any]) -> type[BaseModel] | None:
@@ -267,27 +311,9 @@ def _deep_copy(obj: Any) -> Any:
     return obj
 
 
-def _fill_default_tags(data: dict[str, Any]) -> dict[str, Any]:
-    """A tagged mapping given without its tag takes the default choice's tag (``data: {alpha: 1}``
-    means the default data set), so partial mappings and ``--set`` into them work."""
-    for path, tag in sorted(TAGS.items(), key=lambda kv: kv[0].count(".")):
-        parts = path.split(".")
-        cursor: Any = data
-        for part in parts:
-            cursor = cursor.get(part) if isinstance(cursor, dict) else None
-        if isinstance(cursor, dict) and tag not in cursor:
-            cls = _walk_model(parts, data)
-            default = _default_class(path) if cls is None else cls
-            if default is not None:
-                value = default.model_fields[tag].default
-                if value is not None:
-                    cursor[tag] = value
-    return data
-
-
 def validate(data: Mapping[str, Any]) -> Scenario:
     """Validate a raw mapping into a :class:`Scenario`, or raise a one-line ScenarioError."""
-    data = _fill_default_tags(_deep_copy(dict(data)))
+    data = _deep_copy(dict(data))
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
