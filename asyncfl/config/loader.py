@@ -20,7 +20,7 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from asyncfl.config.schema import Scenario
+from asyncfl.config.schema import Scenario, tagged_fields
 from asyncfl.errors import ScenarioError
 
 # Tagged unions: mapping path -> tag key (the discriminator that selects the allowed keys).
@@ -46,6 +46,13 @@ MAX_VALUE_CHARS = 16_384
 MAX_NODES = 100_000
 """A scenario is a few hundred values; more (after expanding YAML aliases) is a mistake or an
 alias bomb, refused before anything copies it. Applies to files and to ``--set``/``--grid`` values."""
+
+MAX_KEY_CHARS = 200
+"""Longest dotted key of ``--set``/``--grid``."""
+
+MAX_VALUE_NODES = 10_000
+"""Most values in one ``--set``/``--grid`` value, YAML aliases expanded (a per-client list of
+10,000 clients fits)."""
 
 MAX_DEPTH = 32
 """Deepest nesting of lists and mappings (a scenario nests about 6 deep)."""
@@ -98,15 +105,27 @@ _ScenarioLoader.add_implicit_resolver(
 )
 
 
-def _check_size(data: Any, source: str) -> None:
-    """Refuse more than MAX_NODES values (aliases expanded) or nesting deeper than MAX_DEPTH;
-    stops counting at the limit, so a billion-value alias bomb costs no more than a scenario."""
-    count, stack = 0, [(data, 1)]
+def count_values(data: Any, limit: int = MAX_NODES) -> int:
+    """Values in ``data`` with YAML aliases expanded (a shared list counts at every use); counting
+    stops past ``limit``, so a billion-value alias bomb costs no more than ``limit`` steps."""
+    count, stack = 0, [data]
+    while stack and count <= limit:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
+
+
+def _check_size(data: Any, source: str, limit: int = MAX_NODES) -> None:
+    """Refuse more than ``limit`` values (aliases expanded) or nesting deeper than MAX_DEPTH."""
+    if count_values(data, limit) > limit:
+        raise ScenarioError("", f"{source}: more than {limit:,} values (after expanding YAML aliases)")
+    stack = [(data, 1)]
     while stack:
         item, depth = stack.pop()
-        count += 1
-        if count > MAX_NODES:
-            raise ScenarioError("", f"{source}: more than {MAX_NODES:,} values (after expanding YAML aliases)")
         if depth > MAX_DEPTH:
             raise ScenarioError("", f"{source}: nested too deeply to be a scenario (more than {MAX_DEPTH} levels)")
         if isinstance(item, dict):
@@ -115,7 +134,7 @@ def _check_size(data: Any, source: str) -> None:
             stack.extend((v, depth + 1) for v in item)
 
 
-def _load_yaml(text: str, source: str) -> Any:
+def _load_yaml(text: str, source: str, limit: int = MAX_NODES) -> Any:
     try:
         data = yaml.load(text, Loader=_ScenarioLoader)  # a SafeLoader subclass: safe loading
     except yaml.YAMLError as exc:
@@ -127,7 +146,7 @@ def _load_yaml(text: str, source: str) -> Any:
         raise ScenarioError("", f"malformed YAML in {source}{where}: {problem}") from None
     except RecursionError:
         raise ScenarioError("", f"{source}: nested too deeply to be a scenario") from None
-    _check_size(data, source)
+    _check_size(data, source, limit)
     return data
 
 
@@ -146,30 +165,33 @@ def parse_yaml(text: str, source: str = "<string>") -> dict[str, Any]:
 
 def parse_value(key: str, raw: str, option: str = "--set") -> Any:
     """One ``--set``/``--grid`` value: YAML with the scenario loader (floats as YAML 1.2, no
-    duplicate keys) and the limits of scenario files (size, values, nesting)."""
+    duplicate keys), at most MAX_VALUE_CHARS characters and MAX_VALUE_NODES values (aliases
+    expanded) nested at most MAX_DEPTH deep."""
     if len(raw) > MAX_VALUE_CHARS:
         raise ScenarioError(key, f"{option} value longer than {MAX_VALUE_CHARS:,} characters")
     if not raw.strip():
         return None
     try:
-        return _load_yaml(raw, f"{option} {key}")
+        return _load_yaml(raw, f"{option} value", MAX_VALUE_NODES)
     except ScenarioError as exc:
-        if "malformed YAML" in str(exc):
+        if str(exc).startswith("malformed YAML"):
             raise ScenarioError(key, f"cannot parse value {raw[:80]!r} as YAML") from None
-        raise ScenarioError(key, str(exc).split(": ", 1)[-1]) from None
+        raise ScenarioError(key, str(exc)) from None
 
 
-def parse_override(item: str) -> tuple[str, Any]:
+def parse_override(item: str, option: str = "--set") -> tuple[str, Any]:
     """``KEY=VALUE`` with VALUE parsed as a YAML scalar (``null``, ``1e-3``, ``[1, 2]``, ``true``)."""
     if "=" not in item:
-        raise ScenarioError(item, "--set needs KEY=VALUE, e.g. --set server.max_staleness=8")
+        raise ScenarioError(item[:60], f"{option} needs KEY=VALUE, e.g. {option} server.max_staleness=8")
     key, raw = item.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ScenarioError(key or item, "--set needs a dotted key such as server.lr")
+        raise ScenarioError(key[:60] or item[:60], f"{option} needs a dotted key such as server.lr")
+    if len(key) > MAX_KEY_CHARS:
+        raise ScenarioError(key[:60], f"no scenario key is longer than {MAX_KEY_CHARS} characters")
     if key.count(".") > 8:
         raise ScenarioError(key[:60], "no scenario key is nested this deeply")
-    return key, parse_value(key, raw)
+    return key, parse_value(key, raw, option)
 
 
 def _walk_model(path: Sequence[str], data: Mapping[str, Any]) -> type[BaseModel] | None:
@@ -348,8 +370,63 @@ def _one_line(exc: ValidationError, data: Mapping[str, Any]) -> ScenarioError:
     if etype == "missing":
         return ScenarioError(key, "required key is missing")
     inp = err.get("input")
+    if etype in _EXPECTED:
+        return ScenarioError(key, f"expected {_expected(etype, path, data)}, got {_kind(inp)}{_hint(etype, inp)}")
     shown = "" if isinstance(inp, (dict, list)) else f" (got {inp!r})"
     return ScenarioError(key, f"{msg}{shown}")
+
+
+_EXPECTED = {
+    "float_type": "a number",
+    "int_type": "an integer",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+}
+"""pydantic's strict type errors -> what the key takes, in a scenario file's words."""
+
+
+def _expected(etype: str, path: list[str], data: Mapping[str, Any]) -> str:
+    what = _EXPECTED[etype]
+    if what == "a mapping" and path:
+        parent = _walk_model(path[:-1], data) if len(path) > 1 else Scenario
+        spec = tagged_fields(parent).get(path[-1]) if parent is not None else None
+        if spec is not None:
+            what = ("a mapping, a number >= 0" if spec.takes_number else "a mapping") + " or one of "
+            what += ", ".join(spec.bare_tags)
+    return what
+
+
+def _kind(value: Any) -> str:
+    """A YAML value as 'a boolean (true)', 'a string ('0.05')', ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({'true' if value else 'false'})"
+    if isinstance(value, int):
+        return f"an integer ({value})"
+    if isinstance(value, float):
+        return f"a float ({value!r})"
+    if isinstance(value, str):
+        return f"a string ({value[:60]!r})"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__
+
+
+def _hint(etype: str, value: Any) -> str:
+    if etype in ("float_type", "int_type") and isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        return "; write numbers without quotes"
+    return ""
 
 
 def _clean_loc(loc: list[str], data: Mapping[str, Any]) -> list[str]:
@@ -385,4 +462,13 @@ def dump_scenario(scenario: Scenario) -> str:
     return yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False, default_flow_style=False)
 
 
-__all__ = ["apply_overrides", "dump_scenario", "load_scenario", "parse_override", "read_yaml", "validate"]
+__all__ = [
+    "apply_overrides",
+    "count_values",
+    "dump_scenario",
+    "load_scenario",
+    "parse_override",
+    "parse_value",
+    "read_yaml",
+    "validate",
+]

@@ -58,7 +58,7 @@ class Strict(BaseModel):
     def _shorthands(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        specs = _tagged_fields(cls)
+        specs = tagged_fields(cls)
         if not specs or not any(k in data for k in specs):
             return data
         return {k: specs[k].expand(v) if k in specs else v for k, v in data.items()}
@@ -67,7 +67,7 @@ class Strict(BaseModel):
     def __get_pydantic_json_schema__(cls, core_schema: Any, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
         schema = handler(core_schema)
         target = handler.resolve_ref_schema(schema)
-        for name, spec in _tagged_fields(cls).items():
+        for name, spec in tagged_fields(cls).items():
             props = target.get("properties", {})
             if name in props:
                 props[name] = spec.json_schema(props[name])
@@ -101,7 +101,7 @@ class _TagSpec:
         return value
 
     def json_schema(self, prop: dict[str, Any]) -> dict[str, Any]:
-        keep = {k: prop.pop(k) for k in ("title", "description", "default") if k in prop}
+        keep: dict[str, Any] = {k: prop.pop(k) for k in ("title", "description", "default") if k in prop}
         forms: list[dict[str, Any]] = [{"type": "string", "enum": self.bare_tags}]
         if self.takes_number:
             forms.append({"type": "number", "minimum": 0})  # ConstantDist.value's bounds
@@ -116,7 +116,7 @@ class _TagSpec:
 
 
 @functools.cache
-def _tagged_fields(cls: type[BaseModel]) -> dict[str, _TagSpec]:
+def tagged_fields(cls: type[BaseModel]) -> dict[str, _TagSpec]:
     """The keys of ``cls`` whose values are tagged components (see :class:`Strict`)."""
     out: dict[str, _TagSpec] = {}
     for name, field in cls.model_fields.items():
@@ -234,11 +234,8 @@ Distribution = Annotated[
 
 
 class SGDHyper(Strict):
-    """Local SGD shared by the non-personalized baselines: ``local_steps`` minibatch steps of size
-    ``batch_size`` (null: the client's full training set) with step ``lr``. ``weight_decay``: mu,
-    adds mu/2 ||w||^2 to the local objective. ``prox``: rho, adds rho/2 ||w - w_0||^2 (w_0 the
-    pulled model): FedAsync's regularized local objective g_{x_tau}(x; z) = f(x; z) +
-    rho/2 ||x - x_tau||^2 (Xie et al. 2019), FedProx's mu; 0 (default) = plain local SGD."""
+    """Local SGD shared by the non-personalized baselines: ``local_steps`` minibatch steps with step
+    ``lr`` on the local objective f(w) + mu/2 ||w||^2 + rho/2 ||w - w_0||^2."""
 
     lr: PositiveFloat = 0.05
     """Client step size eta of local SGD (> 0, per unit of loss gradient; dimensionless)."""
@@ -381,19 +378,8 @@ StalenessWeight = Annotated[
 
 
 class ServerConfig(Strict):
-    """How the server takes updates.
-
-    ``mode``: ``sync`` (rounds of ``clients_per_round`` clients; a round ends when all of them
-    report or at ``round_deadline`` seconds), ``async`` (a step per arrival) or ``buffered``
-    (a step per ``buffer_size`` arrivals). ``concurrency``: clients in flight at once (async,
-    buffered). ``max_staleness`` (tau): null = unbounded. ``staleness_policy``: ``drop`` discards
-    an update staler than tau; ``wait`` holds the server at version v + tau until every client that
-    pulled v has reported. ``lr``: the server step (FedAsync's a, FedBuff's eta_g, pFedMe's beta).
-    ``aggregation``: how a step's m updates share it (asyncfl.algorithms.server): ``samples``
-    by training-set size (FedAvg), ``uniform`` equally (FedBuff's 1/K); ``auto`` (default) is
-    ``samples`` for sync and ``uniform`` for async and buffered. A step is made for K updates (the
-    round's arrivals, ``buffer_size``, or 1 for async); one holding m != K updates (policy
-    ``wait``) gives them m/K of a step in total, so each update keeps its own weight."""
+    """How the server takes updates: when it steps (``mode``), which updates it uses (staleness
+    bound tau and policy), how it weighs them (s(tau), ``aggregation``) and its step size."""
 
     mode: Literal["sync", "async", "buffered"] = "async"
     """``sync``: rounds of ``clients_per_round`` clients (a round ends when all report or at ``round_deadline``);
@@ -454,12 +440,7 @@ class DirichletPartition(Strict):
 
 
 class ClassesPerClientPartition(Strict):
-    """Each client holds exactly ``k`` labels (the label skew of Per-FedAvg and pFedMe).
-
-    ``assignment``: ``blocks`` deals labels in consecutive blocks of k (client i: labels i k ..
-    i k + k - 1 of a seeded permutation, mod K: with k = 2 and 10 labels, 5 disjoint pairs);
-    ``sliding`` gives client i labels i .. i + k - 1 (overlapping windows, as in FedProx's and
-    pFedMe's MNIST generators, label (user + j) mod 10)."""
+    """Each client holds exactly ``k`` labels (the label skew of pFedMe and FedProx)."""
 
     name: Literal["classes_per_client"] = "classes_per_client"
     """Tag: ``classes_per_client``, each client holds exactly k labels (pFedMe's and FedProx's label skew)."""
@@ -494,8 +475,7 @@ Partition = Annotated[
 
 
 class QuantitySkew(Strict):
-    """Client sizes: ``none`` (equal), ``lognormal`` (sigma of log size) or ``power_law``
-    (exponent). Combines with label partitions."""
+    """Client sizes; combines with label partitions."""
 
     name: Literal["none", "lognormal", "power_law"] = "none"
     """Client sizes: ``none`` (equal), ``lognormal`` (relative sizes exp(N(0, sigma^2))) or ``power_law`` (relative
@@ -507,9 +487,8 @@ class QuantitySkew(Strict):
 
 
 class DataCommon(Strict):
-    """Keys every data set takes. ``test_fraction``: share of each client's samples held out as
-    its own test set (same label distribution). ``min_samples``: fewest samples a client may
-    hold. (To couple system and data heterogeneity, see ``system.speed_by_label``.)"""
+    """Keys every data set takes. (To couple system and data heterogeneity, see
+    ``system.speed_by_label``.)"""
 
     partition: Partition = Field(default_factory=IidPartition)
     """How samples are split among clients (a name, or a mapping with the partition's parameters)."""
@@ -567,8 +546,7 @@ class QuadraticData(DataCommon):
 
 
 class TorchvisionData(DataCommon):
-    """mnist, fashion_mnist, emnist (``split``), cifar10 through torchvision; ``root`` relative to
-    the scenario file; ``download`` fetches missing files."""
+    """mnist, fashion_mnist, emnist, cifar10 through torchvision."""
 
     dataset: Literal["mnist", "fashion_mnist", "emnist", "cifar10"] = "mnist"
     """Tag: ``mnist``, ``fashion_mnist``, ``emnist`` (see ``split``) or ``cifar10``, read through torchvision."""
@@ -583,13 +561,8 @@ class TorchvisionData(DataCommon):
 
 
 class LeafData(DataCommon):
-    """LEAF JSON (``root``/train/*.json, ``root``/test/*.json) with its natural users.
-
-    sent140 only: ``max_words`` (tokens per tweet, LEAF's 25) and ``vocab_size`` (most frequent
-    training tokens given their own id; ids 0 and 1 are padding and unknown). celeba only:
-    ``images`` (folder of CelebA's aligned JPEGs; default ``root``/raw/img_align_celeba, LEAF's
-    layout; relative paths resolve like ``root``) and ``image_size`` (side in pixels the images are
-    resized to, LEAF's 84). Other tasks ignore these keys. See :mod:`asyncfl.data.leaf`."""
+    """LEAF JSON (``root``/train/*.json, ``root``/test/*.json) with its natural users; keys of one
+    task are ignored by the others. See :mod:`asyncfl.data.leaf`."""
 
     dataset: Literal["leaf"] = "leaf"
     """Tag: ``leaf``, LEAF JSON (root/train/*.json, root/test/*.json) with its natural users."""
@@ -658,13 +631,8 @@ class CNNModel(Strict):
 
 class CharLSTMModel(Strict):
     """Embedding -> LSTM -> linear on the last step: next character for Shakespeare, sentiment
-    of word-id sequences for LEAF sent140 (the embedding's rows come from the data).
-
-    ``embedding``, ``hidden`` (LSTM width) and ``layers``: LEAF's Shakespeare 8, 256, 2 (the
-    defaults); LEAF's sent140 uses a learned embedding of width n_hidden = 100, 2 x LSTM 100.
-    ``dense``: width of a linear layer (no activation) between the last LSTM step and the output;
-    0 (default) reads the output straight from the LSTM, as LEAF's Shakespeare model. LEAF's
-    sent140 model has one of 128 units with no activation (``fc1``), so use 128 there."""
+    of word-id sequences for LEAF sent140 (the embedding's rows come from the data). Defaults: LEAF's
+    Shakespeare model; LEAF's sent140 model is embedding 100, hidden 100, dense 128."""
 
     name: Literal["char_lstm"] = "char_lstm"
     """Tag: ``char_lstm``, embedding -> LSTM -> linear on the last step (Shakespeare, sent140)."""
@@ -692,7 +660,7 @@ ModelConfig = Annotated[
 
 
 class ClientsConfig(Strict):
-    """``count``: number of clients (LEAF: at most the number of users)."""
+    """Who takes part."""
 
     count: PositiveInt = 100
     """N: number of clients (a count; LEAF: at most the number of users)."""
@@ -706,8 +674,7 @@ DistField = Annotated[Distribution, Field(discriminator="dist")]
 
 
 class ComputeConfig(Strict):
-    """``speed``: persistent per-client speed, samples per second. ``jitter``: per-task
-    multiplicative factor on compute time (mean 1 is natural)."""
+    """Client compute: persistent speeds and per-task jitter."""
 
     speed: DistField = Field(default_factory=lambda: LognormalDist(mean=1000.0, sigma=0.5))
     """Persistent per-client compute speed, samples per second (one sample = one per-example gradient evaluation);
@@ -718,8 +685,8 @@ class ComputeConfig(Strict):
 
 
 class NetworkConfig(Strict):
-    """Per client, persistent: ``latency`` seconds per transfer and bandwidths in bytes per second;
-    a transfer of B bytes takes latency + B / bandwidth, times the per-task ``jitter``."""
+    """Per client, persistent latency and bandwidths: a transfer of B bytes takes
+    latency + B / bandwidth, times the per-task ``jitter``."""
 
     latency: DistField = Field(default_factory=lambda: ConstantDist(value=0.05))
     """Persistent per-client latency, seconds per transfer."""
@@ -741,8 +708,7 @@ class AlwaysOn(Strict):
 
 
 class OnOff(Strict):
-    """Alternating on/off periods with exponential durations (seconds); a task running when its
-    client goes off is lost (status dropped_offline). ``start_on``: probability a client starts on."""
+    """Alternating on/off periods with exponential durations (seconds)."""
 
     model: Literal["on_off"] = "on_off"
     """Tag: ``on_off``, alternating on/off periods with exponential durations; a task running when its client goes
@@ -759,13 +725,7 @@ Availability = Annotated[AlwaysOn | OnOff, Field(discriminator="model")]
 
 
 class SystemConfig(Strict):
-    """Compute, network, availability and dropouts. ``profile``: CSV with one row per client
-    (columns client, speed, download_bandwidth, upload_bandwidth, latency) replacing the
-    persistent distributions; path relative to the scenario file. ``delay_scale`` multiplies every
-    task duration: download, compute, upload (for convergence-versus-delay sweeps; availability's
-    on/off periods are the users' own schedule and are not scaled). ``speed_by_label``: with > 0, a client's speed
-    is multiplied by (1 + speed_by_label * (mean label / (classes - 1) - 1/2)) -- slow clients then
-    hold the low labels (couples system and data heterogeneity)."""
+    """Compute, network, availability and dropouts."""
 
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
     """Client compute speeds (samples per second) and per-task jitter."""
@@ -810,10 +770,7 @@ class StopConfig(Strict):
 
 class EvalConfig(Strict):
     """Evaluate every ``every_steps`` server steps and/or every ``every_time`` simulated seconds,
-    plus at the start and end. ``clients``: a seeded sample of clients to personalise and score
-    (null = all). ``adapt_steps``: SGD steps of step alpha (MAML family) or the baselines' lr for
-    personalised scores of non-Moreau algorithms. ``grad_norm``: compute grad_norm_sq (exact
-    autograd on full training data)."""
+    plus at the start and end."""
 
     every_steps: PositiveInt | None = 10
     """Evaluate every this many server steps (a count); null: not by steps."""
@@ -829,13 +786,7 @@ class EvalConfig(Strict):
 
 
 class ExecutionConfig(Strict):
-    """How client updates are computed; never changes results beyond float rounding.
-    ``batching``: ``auto`` batches pending jobs with vmap in chunks, ``none`` computes one client at
-    a time. ``max_batch``: jobs per vmapped chunk (null: chosen from memory). ``device``: where data
-    and models live. ``threads``: torch intra-op threads on the CPU (null: torch's default, one per
-    core). Small models run fastest on 1, and several processes sharing cores must not each take
-    them all (two spinning threads per process made tiny ops ~100x slower on a loaded 2-core box);
-    the count can change float reduction order, so it is part of the scenario."""
+    """How client updates are computed; never changes results beyond float rounding."""
 
     batching: Literal["auto", "none"] = "auto"
     """``auto``: batch pending client jobs with vmap in chunks; ``none``: one client at a time (same results up to
@@ -848,12 +799,12 @@ class ExecutionConfig(Strict):
     """Floating-point type of models and data."""
     threads: PositiveInt | None = None
     """torch intra-op threads on the CPU (a count; null: torch's default, one per core). Small models run fastest
-    on 1; the count can change float reduction order, so it is part of the scenario."""
+    on 1, and processes sharing cores must not each take them all (two spinning threads per process made tiny ops
+    ~100x slower on a loaded 2-core box); the count can change float reduction order, so it is in the scenario."""
 
 
 class SweepConfig(Strict):
-    """A sweep declared in the scenario: ``grid`` maps dotted keys to value lists; ``seeds``
-    repeats each point with seeds seed, seed+1, ..."""
+    """A sweep declared in the scenario: a grid of dotted keys x seeds."""
 
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     """Dotted scenario keys -> lists of values; one run per combination (at most 10,000 runs per sweep, seeds
@@ -863,8 +814,7 @@ class SweepConfig(Strict):
 
 
 class Scenario(Strict):
-    """One simulation, fully resolved. ``name`` is a label; it names the default run directory
-    runs/<name>-seed<seed>, so it holds no path separator or control character."""
+    """One simulation, fully resolved."""
 
     seed: StrictInt = 0
     """Seed of every random stream (data, system, algorithms; an integer)."""
@@ -880,7 +830,7 @@ class Scenario(Strict):
     model: ModelConfig = Field(default_factory=LogRegModel)
     """The network every client trains, chosen by ``name``."""
     clients: ClientsConfig = Field(default_factory=ClientsConfig)
-    """The client population."""
+    """The client population: how many clients there are."""
     system: SystemConfig = Field(default_factory=SystemConfig)
     """The system model: compute, network, availability and dropouts."""
     stop: StopConfig = Field(default_factory=lambda: StopConfig(server_steps=100))
