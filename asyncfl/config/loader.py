@@ -98,11 +98,16 @@ class _ScenarioLoader(_BaseLoader):  # type: ignore[valid-type,misc]
         return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
 
 
-_ScenarioLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."),
-)
+_YAML12_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+_ScenarioLoader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789."))
+
+
+class ScenarioDumper(yaml.SafeDumper):
+    """Safe dumping that knows the loader's floats: a *string* such as ``1e-3`` is quoted, so that
+    what is written reads back as the same value."""
+
+
+ScenarioDumper.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789."))
 
 
 def count_values(data: Any, limit: int = MAX_NODES) -> int:
@@ -449,7 +454,12 @@ def load_scenario(
     source: str | Path | Mapping[str, Any], overrides: Sequence[str] = (), seed: int | None = None
 ) -> Scenario:
     """Scenario from a file path or a mapping, with ``--set`` overrides and an optional seed."""
-    data = read_yaml(source) if isinstance(source, (str, Path)) else _deep_copy(dict(source))
+    if isinstance(source, (str, Path)):
+        data = read_yaml(source)
+    else:
+        if count_values(source, MAX_NODES) > MAX_NODES:  # the file limit, before copying anything
+            raise ScenarioError("", f"scenario mapping: more than {MAX_NODES:,} values")
+        data = _deep_copy(dict(source))
     if overrides:
         data = apply_overrides(data, overrides)
     if seed is not None:
@@ -459,10 +469,11 @@ def load_scenario(
 
 def dump_scenario(scenario: Scenario) -> str:
     """The resolved scenario as YAML, every default written out; loading it gives it back."""
-    return yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False, default_flow_style=False)
+    return yaml.dump(scenario.model_dump(mode="json"), Dumper=ScenarioDumper, sort_keys=False, default_flow_style=False)
 
 
 __all__ = [
+    "ScenarioDumper",
     "apply_overrides",
     "count_values",
     "dump_scenario",

@@ -16,7 +16,15 @@ from typing import Any
 
 import yaml
 
-from asyncfl.config.loader import MAX_NODES, apply_overrides, count_values, parse_override, read_yaml, validate
+from asyncfl.config.loader import (
+    MAX_NODES,
+    ScenarioDumper,
+    apply_overrides,
+    count_values,
+    parse_override,
+    read_yaml,
+    validate,
+)
 from asyncfl.config.schema import Scenario
 from asyncfl.errors import (
     ScenarioError,
@@ -182,7 +190,7 @@ def value_text(value: Any) -> str:
         return repr(value)
     if isinstance(value, int):
         return str(value)
-    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**9).strip()
+    text = yaml.dump(value, Dumper=ScenarioDumper, default_flow_style=True, sort_keys=False, width=10**9).strip()
     if text.endswith("\n..."):
         text = text[: -len("\n...")]
     return text.strip()
@@ -282,6 +290,8 @@ def plan_sweep(
         src_name: str | None = str(Path(source).resolve())
         folder = Path(source).resolve().parent
     else:
+        if count_values(source, MAX_NODES) > MAX_NODES:  # the file limit, before copying anything
+            raise ScenarioError("", f"scenario mapping: more than {MAX_NODES:,} values")
         raw = copy.deepcopy(dict(source))
         src_name, folder = None, Path.cwd()
     if base_dir is not None:
