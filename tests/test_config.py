@@ -284,9 +284,9 @@ def test_grid_and_set_limits_in_process() -> None:
         (lambda: parse_grid(["a=" + ",".join(["1"] * 40_000)]), r"^a: --grid item longer than 65,536 characters"),
         (lambda: parse_grid(["a=" + ",".join(map(str, range(10_001)))]), r"^a: --grid lists 10,001 values; a sweep runs at most 10,000"),
         (lambda: parse_grid([f"k{i}=1" for i in range(65)]), r"^k64: more than 64 --grid keys"),
-        (lambda: parse_grid(["a=[" + ", ".join(["&x [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"] + ["*x"] * 900) + "]"] * 1
-                            + [f"b{i}=[{', '.join(['1'] * 2000)}]" for i in range(50)]),
-         r"--grid values hold more than 100,000 values in all"),
+        (lambda: parse_grid([f"b{i}=[" + ", ".join(["&x [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"] + ["*x"] * 899) + "]"
+                             for i in range(12)]),  # 9,901 values each: 12 keys hold 118,812
+         r"^b10: --grid values hold more than 100,000 values in all"),
         (lambda: parse_override("a=" + "x" * 20_000), r"^a: --set value longer than 16,384 characters"),
         (lambda: parse_override("a" * 300 + "=1"), r"no scenario key is longer than 200 characters"),
         (lambda: plan_sweep(base, ["algorithm.lr=0.1,0.2"], seeds=10**9), r"sweep of 2,000,000,000 runs \(2 grid points x 1,000,000,000 seed\(s\)\)"),
@@ -299,5 +299,5 @@ def test_grid_and_set_limits_in_process() -> None:
         with pytest.raises((ScenarioError, UserError), match=pattern) as info:
             call()
         assert "\n" not in str(info.value) and len(str(info.value)) < 300
-        assert time.perf_counter() - t0 < 3.0, pattern
+        assert time.perf_counter() - t0 < 5.0, pattern  # about 0.1 s each on an idle core
     assert len(plan_sweep(base, ["algorithm.lr=0.1,0.2"], seeds=3).runs) == 6 <= MAX_RUNS

@@ -125,12 +125,14 @@ def count_values(data: Any, limit: int = MAX_NODES) -> int:
 
 
 def _check_size(data: Any, source: str, limit: int = MAX_NODES) -> None:
-    """Refuse more than ``limit`` values (aliases expanded) or nesting deeper than MAX_DEPTH."""
-    if count_values(data, limit) > limit:
-        raise ScenarioError("", f"{source}: more than {limit:,} values (after expanding YAML aliases)")
-    stack = [(data, 1)]
+    """Refuse more than ``limit`` values (aliases expanded) or nesting deeper than MAX_DEPTH; one
+    walk that stops at the limit."""
+    count, stack = 0, [(data, 1)]
     while stack:
         item, depth = stack.pop()
+        count += 1
+        if count > limit:
+            raise ScenarioError("", f"{source}: more than {limit:,} values (after expanding YAML aliases)")
         if depth > MAX_DEPTH:
             raise ScenarioError("", f"{source}: nested too deeply to be a scenario (more than {MAX_DEPTH} levels)")
         if isinstance(item, dict):
@@ -430,6 +432,8 @@ def _hint(etype: str, value: Any) -> str:
             float(value)
         except ValueError:
             return ""
+        if _YAML12_FLOAT.match(value.strip()):
+            return "; a YAML 1.1 reader (yaml.safe_load) leaves 1e-3 a string: read files with asyncfl's read_yaml"
         return "; write numbers without quotes"
     return ""
 
