@@ -206,15 +206,15 @@ def test_yaml_1_1_float_quirk_is_read_as_yaml_1_2() -> None:
     assert type(data["f"]) is int and type(data["a"]) is float
     assert parse_override("system.network.download_bandwidth=2.0e6") == ("system.network.download_bandwidth", 2.0e6)
     s = load_scenario(BASE, ["algorithm.lr=0.1", "system.network.download_bandwidth=2.0e6"])
-    assert s.algorithm.lr == 0.1 and s.system.network.download_bandwidth.value == 2.0e6
+    assert s.algorithm.lr == 0.1 and s.system.network.download_bandwidth.value == 2.0e6  # type: ignore[union-attr]
     with pytest.raises(ScenarioError, match=r"^algorithm\.lr: expected a number, got a string"):
         load_scenario(BASE, ["algorithm.lr='0.1'"])
 
 
 def test_ints_are_accepted_where_numbers_go() -> None:
     s = load_scenario({**BASE, "algorithm": {"name": "fedasync", "lr": 1}, "system": {"network": {"latency": 0}}})
-    assert s.algorithm.lr == 1.0 and isinstance(s.algorithm.lr, float)
-    assert s.system.network.latency.value == 0.0
+    assert s.algorithm.lr == 1.0 and isinstance(s.algorithm.lr, float)  # type: ignore[union-attr]
+    assert s.system.network.latency.value == 0.0  # type: ignore[union-attr]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -3,6 +3,12 @@
 Every failure a user can cause becomes a :class:`~asyncfl.errors.ScenarioError` whose message is
 one line naming the dotted key and what is allowed there.
 
+YAML is read safely, as YAML 1.2 reads numbers (``2.0e6`` and ``1e-3`` are floats; PyYAML's YAML 1.1
+leaves them strings), without duplicate keys, and within limits checked before anything expands:
+a file of at most MAX_FILE_BYTES, at most MAX_NODES values (YAML aliases expanded) nested at most
+MAX_DEPTH deep; a ``--set``/``--grid`` value of at most MAX_VALUE_CHARS characters and
+MAX_VALUE_NODES values. Types are strict (see :class:`asyncfl.config.schema.Strict`).
+
 Switching a component from the command line (``--set algorithm.name=pfedme``) drops the keys of
 that mapping which only the previous choice takes -- unless they were also given with ``--set``,
 in which case they are the user's intent and are validated (and rejected if unknown).
