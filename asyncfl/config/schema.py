@@ -488,17 +488,48 @@ DistField = Annotated[Distribution, Field(discriminator="dist")]
 
 
 class ComputeConfig(Strict):
-    """``speed``: persistent per-client speed, samples per second. ``jitter``: per-task
-    multiplicative factor on compute time (mean 1 is natural)."""
+    """How long a task computes. ``model`` picks the unit of the device speed:
 
+    - ``flops`` (default): compute = task FLOPs / ``flops_per_s`` x jitter + ``overhead``, with the
+      task's FLOPs counted from the model and the rule (gradient evaluations x local steps x batch
+      x FLOPs per per-sample gradient), so a bigger model or a rule that evaluates more gradients
+      takes longer on the same device;
+    - ``samples`` (the model before issue 14): compute = per-sample gradient evaluations /
+      ``speed`` x jitter + ``overhead``; the model's size does not enter.
+
+    A mapping that sets ``speed`` but not ``model`` means ``samples`` (scenario files written before
+    the ``flops`` model keep their meaning); setting the other model's speed is an error."""
+
+    model: Literal["flops", "samples"] = "flops"
+    """Compute-time model: ``flops`` (device speed in FLOP/s) or ``samples`` (samples per second)."""
+    flops_per_s: DistField = Field(default_factory=lambda: LognormalDist(mean=1.0e9, sigma=0.5))
+    """Persistent per-client device speed in FLOP/s (model ``flops``): the effective training
+    throughput, well below a chip's peak. Default: lognormal around 1 GFLOP/s, a phone CPU's order
+    of magnitude (see asyncfl/sim/devices.py for sourced device classes)."""
     speed: DistField = Field(default_factory=lambda: LognormalDist(mean=1000.0, sigma=0.5))
+    """Persistent per-client speed in samples (per-example gradient evaluations) per second
+    (model ``samples``)."""
     jitter: DistField = Field(default_factory=lambda: ConstantDist(value=1.0))
+    """Per-task multiplicative factor on compute time (dimensionless; mean 1 is natural)."""
+    overhead: NonNegFloat = 0.0
+    """Fixed seconds added to every task's compute time (start-up, data loading); not jittered,
+    multiplied by ``system.delay_scale`` like every duration."""
 
     @model_validator(mode="before")
     @classmethod
     def _numbers(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            data = {k: _number_is_constant(v) for k, v in data.items()}
+            dists = ("flops_per_s", "speed", "jitter")
+            data = {k: _number_is_constant(v) if k in dists else v for k, v in data.items()}
+            if "model" not in data and "speed" in data:
+                data["model"] = "samples"
+            model = data.get("model", "flops")
+            other = {"flops": "speed", "samples": "flops_per_s"}.get(model) if isinstance(model, str) else None
+            if other is not None and other in data:
+                raise ValueError(
+                    f"{other} belongs to compute model {'samples' if other == 'speed' else 'flops'}; "
+                    f"with model {model} set {'flops_per_s' if model == 'flops' else 'speed'}"
+                )
         return data
 
 
@@ -510,12 +541,15 @@ class NetworkConfig(Strict):
     download_bandwidth: DistField = Field(default_factory=lambda: LognormalDist(mean=2.0e6, sigma=0.5))
     upload_bandwidth: DistField = Field(default_factory=lambda: LognormalDist(mean=1.0e6, sigma=0.5))
     jitter: DistField = Field(default_factory=lambda: ConstantDist(value=1.0))
+    upload_compression: Annotated[float, Field(ge=1.0)] = 1.0
+    """Compression ratio of uploads (dimensionless, >= 1): an upload carries model bytes / ratio
+    (e.g. 4 for float32 -> 8-bit quantisation). Downloads are never compressed."""
 
     @model_validator(mode="before")
     @classmethod
     def _numbers(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            data = {k: _number_is_constant(v) for k, v in data.items()}
+            data = {k: _number_is_constant(v) if k != "upload_compression" else v for k, v in data.items()}
         return data
 
 
@@ -535,13 +569,32 @@ class OnOff(Strict):
     start_on: Probability = 1.0
 
 
-Availability = Annotated[AlwaysOn | OnOff, Field(discriminator="model")]
+class TraceAvailabilityConfig(Strict):
+    """Availability replayed from a trace file: a client is on exactly inside its windows
+    [start_s, end_s) and off elsewhere; a task running when its client goes off is lost
+    (dropped_offline). File format: see asyncfl/sim/traces.py (``asyncfl data convert-trace``
+    writes it from FedScale's behaviour trace)."""
+
+    model: Literal["trace"] = "trace"
+    path: str
+    """CSV with columns client, start_s, end_s (one row per window, seconds) and optionally
+    period_s (per client: the trace's length, after which it repeats); path relative to the
+    scenario file."""
+    on_end: Literal["wrap", "error"] = "wrap"
+    """When simulated time passes the trace's end (a client's period_s, else the largest end_s in
+    the file): ``wrap`` replays the trace from its start (time modulo the period); ``error`` stops
+    the run with a scenario error (exit 2)."""
+
+
+Availability = Annotated[AlwaysOn | OnOff | TraceAvailabilityConfig, Field(discriminator="model")]
 
 
 class SystemConfig(Strict):
     """Compute, network, availability and dropouts. ``profile``: CSV with one row per client
-    (columns client, speed, download_bandwidth, upload_bandwidth, latency) replacing the
-    persistent distributions; path relative to the scenario file. ``delay_scale`` multiplies every
+    (columns client, then the compute model's speed column -- ``flops_per_s`` or ``speed`` --,
+    download_bandwidth, upload_bandwidth, latency; a ``device`` column naming a catalogue class
+    fills the ones left out) replacing the persistent distributions; path relative to the
+    scenario file. ``delay_scale`` multiplies every
     task duration: download, compute, upload (for convergence-versus-delay sweeps; availability's
     on/off periods are the users' own schedule and are not scaled). ``speed_by_label``: with > 0, a client's speed
     is multiplied by (1 + speed_by_label * (mean label / (classes - 1) - 1/2)) -- slow clients then
@@ -552,8 +605,24 @@ class SystemConfig(Strict):
     availability: Availability = Field(default_factory=AlwaysOn)
     dropout: Probability = 0.0
     profile: str | None = None
+    devices: dict[str, Annotated[float, Field(gt=0.0)]] | None = None
+    """Device classes of the built-in catalogue (asyncfl/sim/devices.py) with their proportions,
+    e.g. ``{low_end_phone: 0.5, high_end_phone: 0.5}`` (they must sum to 1): each client draws its
+    class once (stream ``device_class``) and takes the class's FLOP/s, bandwidths and latency in
+    place of the compute.flops_per_s / compute.speed and network distributions. Not together with
+    ``profile`` (whose ``device`` column assigns classes per client)."""
     delay_scale: PositiveFloat = 1.0
     speed_by_label: Annotated[float, Field(ge=0.0, le=1.9)] = 0.0
+
+    @model_validator(mode="after")
+    def _devices(self) -> SystemConfig:
+        if self.devices is not None:
+            if self.profile is not None:
+                raise ValueError("set one of system.profile (per client) and system.devices (proportions)")
+            total = sum(self.devices.values())
+            if not self.devices or abs(total - 1.0) > 1e-9:
+                raise ValueError(f"system.devices proportions must sum to 1 (they sum to {total:g})")
+        return self
 
 
 # ------------------------------------------------------------------------------------------------
