@@ -497,8 +497,9 @@ class ComputeConfig(Strict):
     - ``samples`` (the model before issue 14): compute = per-sample gradient evaluations /
       ``speed`` x jitter + ``overhead``; the model's size does not enter.
 
-    A mapping that sets ``speed`` but not ``model`` means ``samples`` (scenario files written before
-    the ``flops`` model keep their meaning); setting the other model's speed is an error."""
+    A mapping that sets ``speed`` but neither ``model`` nor ``flops_per_s`` means ``samples``
+    (scenario files written before the ``flops`` model keep their meaning). The speed of the model
+    not chosen is ignored (a resolved scenario.yaml writes both)."""
 
     model: Literal["flops", "samples"] = "flops"
     """Compute-time model: ``flops`` (device speed in FLOP/s) or ``samples`` (samples per second)."""
@@ -521,15 +522,8 @@ class ComputeConfig(Strict):
         if isinstance(data, dict):
             dists = ("flops_per_s", "speed", "jitter")
             data = {k: _number_is_constant(v) if k in dists else v for k, v in data.items()}
-            if "model" not in data and "speed" in data:
+            if "model" not in data and "speed" in data and "flops_per_s" not in data:
                 data["model"] = "samples"
-            model = data.get("model", "flops")
-            other = {"flops": "speed", "samples": "flops_per_s"}.get(model) if isinstance(model, str) else None
-            if other is not None and other in data:
-                raise ValueError(
-                    f"{other} belongs to compute model {'samples' if other == 'speed' else 'flops'}; "
-                    f"with model {model} set {'flops_per_s' if model == 'flops' else 'speed'}"
-                )
         return data
 
 
