@@ -115,7 +115,7 @@ def test_profile_csv(tmp_path: Path) -> None:
         tmp_path / "p.csv",
         "client,speed,download_bandwidth,upload_bandwidth,latency\n1,20,1000,500,0.1\n0,10,2000,1000,0\n2,1,1,1,1\n",
     )
-    m = model(SystemConfig(compute=ComputeConfig(model="samples"), profile="p.csv"), n=2, base_dir=tmp_path)
+    m = model(SystemConfig(profile="p.csv"), n=2, base_dir=tmp_path)
     assert m.speed.tolist() == [10.0, 20.0]
     assert m.download_bandwidth.tolist() == [2000.0, 1000.0]
     assert m.latency.tolist() == [0.0, 0.1]
@@ -137,7 +137,7 @@ def test_bad_profiles(tmp_path: Path, text: str | None, match: str) -> None:
     if text is not None:
         write(tmp_path / "p.csv", text)
     with pytest.raises(ScenarioError, match=match) as info:
-        model(SystemConfig(compute=ComputeConfig(model="samples"), profile="p.csv"), n=2, base_dir=tmp_path)
+        model(SystemConfig(profile="p.csv"), n=2, base_dir=tmp_path)
     assert info.value.key == "system.profile"
     assert "\n" not in info.value.one_line()
 

@@ -130,7 +130,8 @@ def test_profile_flops_and_device_columns(tmp_path: Path) -> None:
         "1,fast_edge,3e9,,,0.01\n"
         "2,,5e9,100,50,0.2\n"
     )
-    m = SystemModel(SystemConfig(profile="p.csv"), 3, 0, np.ones(3), 10, base_dir=tmp_path, task_flops=np.ones(3))
+    cfg = SystemConfig.model_validate({"profile": "p.csv", "compute": {"model": "flops"}})
+    m = SystemModel(cfg, 3, 0, np.ones(3), 10, base_dir=tmp_path, task_flops=np.ones(3))
     slow, fast = CATALOGUE["slow_edge"], CATALOGUE["fast_edge"]
     assert m.speed.tolist() == [slow.flops_per_s, 3e9, 5e9]
     assert m.download_bandwidth.tolist() == [slow.download_bandwidth, fast.download_bandwidth, 100.0]
@@ -139,8 +140,10 @@ def test_profile_flops_and_device_columns(tmp_path: Path) -> None:
 
 def test_profile_samples_file_under_flops_model_says_so(tmp_path: Path) -> None:
     (tmp_path / "p.csv").write_text("client,speed,download_bandwidth,upload_bandwidth,latency\n0,1,1,1,0\n")
+    assert SystemConfig(profile="p.csv").compute.model == "samples"  # a profile alone: the old format
+    cfg = SystemConfig.model_validate({"profile": "p.csv", "compute": {"model": "flops"}})
     with pytest.raises(ScenarioError, match=r"lacks column.*flops_per_s.*set system\.compute\.model: samples"):
-        SystemModel(SystemConfig(profile="p.csv"), 1, 0, np.ones(1), 10, base_dir=tmp_path)
+        SystemModel(cfg, 1, 0, np.ones(1), 10, base_dir=tmp_path)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -588,7 +588,8 @@ class SystemConfig(Strict):
     (columns client, then the compute model's speed column -- ``flops_per_s`` or ``speed`` --,
     download_bandwidth, upload_bandwidth, latency; a ``device`` column naming a catalogue class
     fills the ones left out) replacing the persistent distributions; path relative to the
-    scenario file. ``delay_scale`` multiplies every
+    scenario file. With a profile, compute.model defaults to ``samples`` (the profile format
+    before the flops model); name ``flops`` to read a flops_per_s column. ``delay_scale`` multiplies every
     task duration: download, compute, upload (for convergence-versus-delay sweeps; availability's
     on/off periods are the users' own schedule and are not scaled). ``speed_by_label``: with > 0, a client's speed
     is multiplied by (1 + speed_by_label * (mean label / (classes - 1) - 1/2)) -- slow clients then
@@ -607,6 +608,17 @@ class SystemConfig(Strict):
     ``profile`` (whose ``device`` column assigns classes per client)."""
     delay_scale: PositiveFloat = 1.0
     speed_by_label: Annotated[float, Field(ge=0.0, le=1.9)] = 0.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_means_samples(cls, data: Any) -> Any:
+        """A profile with no compute model named means ``samples``: profile files written before
+        the ``flops`` model hold speeds in samples/s, and stay honoured exactly."""
+        if isinstance(data, dict) and data.get("profile") is not None:
+            compute = data.get("compute", {})
+            if isinstance(compute, dict) and "model" not in compute and "flops_per_s" not in compute:
+                data = {**data, "compute": {**compute, "model": "samples"}}
+        return data
 
     @model_validator(mode="after")
     def _devices(self) -> SystemConfig:
