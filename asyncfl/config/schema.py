@@ -589,7 +589,8 @@ class SystemConfig(Strict):
     download_bandwidth, upload_bandwidth, latency; a ``device`` column naming a catalogue class
     fills the ones left out) replacing the persistent distributions; path relative to the
     scenario file. With a profile, compute.model defaults to ``samples`` (the profile format
-    before the flops model); name ``flops`` to read a flops_per_s column. ``delay_scale`` multiplies every
+    before the flops model); name ``flops`` to read a flops_per_s column or take a device
+    column's FLOP/s (under ``samples`` a device class counts 1e6 FLOPs per sample). ``delay_scale`` multiplies every
     task duration: download, compute, upload (for convergence-versus-delay sweeps; availability's
     on/off periods are the users' own schedule and are not scaled). ``speed_by_label``: with > 0, a client's speed
     is multiplied by (1 + speed_by_label * (mean label / (classes - 1) - 1/2)) -- slow clients then
