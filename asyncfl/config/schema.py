@@ -674,14 +674,41 @@ DistField = Annotated[Distribution, Field(discriminator="dist")]
 
 
 class ComputeConfig(Strict):
-    """Client compute: persistent speeds and per-task jitter."""
+    """How long a task computes. ``model`` picks the unit of the device speed:
 
+    - ``flops`` (default): compute = task FLOPs / ``flops_per_s`` x jitter + ``overhead``, with the
+      task's FLOPs counted from the model and the rule (gradient evaluations x local steps x batch
+      x FLOPs per per-sample gradient), so a bigger model or a rule that evaluates more gradients
+      takes longer on the same device;
+    - ``samples`` (the model before issue 14): compute = per-sample gradient evaluations /
+      ``speed`` x jitter + ``overhead``; the model's size does not enter.
+
+    A mapping that sets ``speed`` but neither ``model`` nor ``flops_per_s`` means ``samples``
+    (scenario files written before the ``flops`` model keep their meaning). The speed of the model
+    not chosen is ignored (a resolved scenario.yaml writes both)."""
+
+    model: Literal["flops", "samples"] = "flops"
+    """Compute-time model: ``flops`` (device speed in FLOP/s) or ``samples`` (samples per second)."""
+    flops_per_s: DistField = Field(default_factory=lambda: LognormalDist(mean=1.0e9, sigma=0.5))
+    """Persistent per-client device speed in FLOP/s (model ``flops``): the effective training
+    throughput, well below a chip's peak. Default: lognormal around 1 GFLOP/s, a phone CPU's order
+    of magnitude (see asyncfl/sim/devices.py for sourced device classes)."""
     speed: DistField = Field(default_factory=lambda: LognormalDist(mean=1000.0, sigma=0.5))
-    """Persistent per-client compute speed, samples per second (one sample = one per-example gradient evaluation);
-    a number is a constant."""
+    """Persistent per-client speed in samples (per-example gradient evaluations) per second
+    (model ``samples``); a number is a constant."""
     jitter: DistField = Field(default_factory=lambda: ConstantDist(value=1.0))
     """Per-task multiplicative factor on compute time (dimensionless; mean 1 keeps the mean time)."""
+    overhead: NonNegFloat = 0.0
+    """Fixed seconds added to every task's compute time (start-up, data loading); not jittered,
+    multiplied by ``system.delay_scale`` like every duration."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _speed_means_samples(cls, data: Any) -> Any:
+        """A mapping that sets ``speed`` but neither ``model`` nor ``flops_per_s`` means ``samples``."""
+        if isinstance(data, dict) and "model" not in data and "speed" in data and "flops_per_s" not in data:
+            data = {**data, "model": "samples"}
+        return data
 
 
 class NetworkConfig(Strict):
@@ -697,7 +724,9 @@ class NetworkConfig(Strict):
     """Persistent per-client upload bandwidth, bytes per second."""
     jitter: DistField = Field(default_factory=lambda: ConstantDist(value=1.0))
     """Per-task multiplicative factor on transfer time (dimensionless; mean 1 keeps the mean time)."""
-
+    upload_compression: Annotated[float, Field(ge=1.0)] = 1.0
+    """Compression ratio of uploads (dimensionless, >= 1): an upload carries model bytes / ratio
+    (e.g. 4 for float32 -> 8-bit quantisation). Downloads are never compressed."""
 
 
 class AlwaysOn(Strict):
@@ -721,29 +750,78 @@ class OnOff(Strict):
     """Probability (0..1) that a client starts on."""
 
 
-Availability = Annotated[AlwaysOn | OnOff, Field(discriminator="model")]
+class TraceAvailabilityConfig(Strict):
+    """Availability replayed from a trace file: a client is on exactly inside its windows
+    [start_s, end_s) and off elsewhere; a task running when its client goes off is lost
+    (dropped_offline). File format: see asyncfl/sim/traces.py (``asyncfl data convert-trace``
+    writes it from FedScale's behaviour trace)."""
+
+    model: Literal["trace"] = "trace"
+    """Tag: ``trace``, availability windows replayed from a file."""
+    path: str
+    """CSV with columns client, start_s, end_s (one row per window, seconds) and optionally
+    period_s (per client: the trace's length, after which it repeats); path relative to the
+    scenario file."""
+    on_end: Literal["wrap", "error"] = "wrap"
+    """When simulated time passes the trace's end (a client's period_s, else the largest end_s in
+    the file): ``wrap`` replays the trace from its start (time modulo the period); ``error`` stops
+    the run with a scenario error (exit 2)."""
+
+
+Availability = Annotated[AlwaysOn | OnOff | TraceAvailabilityConfig, Field(discriminator="model")]
 
 
 class SystemConfig(Strict):
     """Compute, network, availability and dropouts."""
 
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
-    """Client compute speeds (samples per second) and per-task jitter."""
+    """Client compute: the compute-time model, persistent device speeds (FLOP/s or samples/s) and per-task jitter."""
     network: NetworkConfig = Field(default_factory=NetworkConfig)
     """Client latency (seconds), bandwidths (bytes per second) and per-task jitter."""
     availability: Availability = Field(default_factory=AlwaysOn)
-    """When clients are reachable: ``always`` or ``on_off``."""
+    """When clients are reachable: ``always``, ``on_off`` or ``trace`` (windows replayed from a file)."""
     dropout: Probability = 0.0
     """Probability (0..1) that a task is lost after it starts (the client never reports)."""
     profile: str | None = None
-    """CSV with one row per client (columns client, speed, download_bandwidth, upload_bandwidth, latency) replacing
-    the persistent distributions; a path relative to the scenario file."""
+    """CSV with one row per client replacing the persistent distributions (a path relative to the
+    scenario file): columns client, the compute model's speed column (``flops_per_s`` or ``speed``),
+    download_bandwidth, upload_bandwidth, latency; a ``device`` column naming a catalogue class
+    fills the ones left out. With a profile, compute.model defaults to ``samples`` (the profile
+    format before the flops model); name ``flops`` to read a flops_per_s column or take a device
+    column's FLOP/s."""
+    devices: dict[str, Annotated[float, Field(gt=0.0)]] | None = None
+    """Device classes of the built-in catalogue (asyncfl/sim/devices.py) with their proportions,
+    e.g. ``{slow_edge: 0.5, fast_edge: 0.5}`` (they must sum to 1): each client draws its
+    class once (stream ``device_class``) and takes the class's FLOP/s, bandwidths and latency in
+    place of the compute.flops_per_s / compute.speed and network distributions. Not together with
+    ``profile`` (whose ``device`` column assigns classes per client)."""
     delay_scale: PositiveFloat = 1.0
     """Multiplies every task duration: download, compute, upload (dimensionless, > 0; for convergence-versus-delay
     sweeps; availability periods are not scaled)."""
     speed_by_label: Annotated[float, Field(ge=0.0, le=1.9)] = 0.0
     """c in [0, 1.9]: a client's speed is multiplied by 1 + c (mean label / (classes - 1) - 1/2), so slow clients
     hold the low labels (couples system and data heterogeneity); 0: independent."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_means_samples(cls, data: Any) -> Any:
+        """A profile with no compute model named means ``samples``: profile files written before
+        the ``flops`` model hold speeds in samples/s, and stay honoured exactly."""
+        if isinstance(data, dict) and data.get("profile") is not None:
+            compute = data.get("compute", {})
+            if isinstance(compute, dict) and "model" not in compute and "flops_per_s" not in compute:
+                data = {**data, "compute": {**compute, "model": "samples"}}
+        return data
+
+    @model_validator(mode="after")
+    def _devices(self) -> SystemConfig:
+        if self.devices is not None:
+            if self.profile is not None:
+                raise ValueError("set one of system.profile (per client) and system.devices (proportions)")
+            total = sum(self.devices.values())
+            if not self.devices or abs(total - 1.0) > 1e-9:
+                raise ValueError(f"system.devices proportions must sum to 1 (they sum to {total:g})")
+        return self
 
 
 # ------------------------------------------------------------------------------------------------
