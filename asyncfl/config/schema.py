@@ -694,8 +694,8 @@ class ComputeConfig(Strict):
     throughput, well below a chip's peak. Default: lognormal around 1 GFLOP/s, a phone CPU's order
     of magnitude (see asyncfl/sim/devices.py for sourced device classes)."""
     speed: DistField = Field(default_factory=lambda: LognormalDist(mean=1000.0, sigma=0.5))
-    """Persistent per-client speed in samples (per-example gradient evaluations) per second
-    (model ``samples``); a number is a constant."""
+    """Persistent per-client compute speed under model ``samples``: samples per second (one sample = one
+    per-example gradient evaluation); a number is a constant."""
     jitter: DistField = Field(default_factory=lambda: ConstantDist(value=1.0))
     """Per-task multiplicative factor on compute time (dimensionless; mean 1 keeps the mean time)."""
     overhead: NonNegFloat = 0.0
