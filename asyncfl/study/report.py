@@ -101,9 +101,13 @@ def _tables(study: Study, metric: str, target: float | None) -> list[tuple[str, 
     tables = []
     tgt = resolve_target(study.metrics, metric, target)
     s = summary(study.metrics, keys, metric, tgt.value)
-    if not s.empty:
+    how = " ".join(target_text(metric, tgt).split())
+    if not s.empty and math.isfinite(tgt.value):
         tables.append((f"Per setting: final {metric} and simulated time (s) to reach {tgt.value:.3g} "
-                       f"(mean and s.d. over seeds; {target_text(metric, tgt)})", s))
+                       f"(mean and s.d. over seeds; {how})", s))
+    elif not s.empty:  # no target: no time-to-target columns counting to NaN
+        s = s[[col for col in s.columns if not col.startswith("sim_time to") and col != "reached"]]
+        tables.append((f"Per setting: final {metric} (mean and s.d. over seeds; {how})", s))
     runs = study.runs
     finals = [c for c in runs.columns if c.startswith("final.")]
     lead = [c for c in ("personalized_accuracy", "global_accuracy", "personalized_loss", "grad_norm_sq")

@@ -15,6 +15,7 @@ import numpy as np
 
 from asyncfl.errors import UserError
 from asyncfl.study.figures import common as c
+from asyncfl.study.figures.convergence import draw_references, reference_handles, reference_levels
 from asyncfl.study.results import Study, final_values, time_to_target
 
 
@@ -42,6 +43,7 @@ def convergence_vs_delay(
     finals = final_values(study.metrics, metric)
     ttt = time_to_target(study.metrics, metric, tgt.value, x)
     upper = c.upper_bound(metric)
+    refs = reference_levels(study.metrics, metric)  # initial model, majority-label baseline
     with c.style():
         fig, axes = c.new_figure(2, len(xkeys), w=c.FIG_W * 1.45 + 2.0, h=3.4 * len(xkeys) + 0.9)
         legends: list[tuple[list[str], dict[str, Any], str | None]] = []
@@ -50,7 +52,7 @@ def convergence_vs_delay(
             order, colors = c.level_colors(study, hue_keys)
             legends.append((order, colors, c.key_title(hue_keys)))
             lax = c.level_axis(c.levels(study.runs, key))
-            for col, frame in enumerate((finals, ttt)):
+            for col, frame in enumerate((finals, ttt) if math.isfinite(tgt.value) else (finals, ttt.iloc[:0])):
                 ax = axes[row, col]
                 f = frame.assign(_hue=c.combo_label(frame, hue_keys))
                 y = "value" if col == 0 else "time_to_target"
@@ -78,6 +80,7 @@ def convergence_vs_delay(
                 ax.set_xlabel(f"{c.pretty(key)} ({key}{lax.note})")
                 if col == 0:
                     ax.set_ylabel(f"final {c.metric_label(metric)}")
+                    draw_references(ax, refs)
                 elif math.isfinite(tgt.value):
                     ax.set_ylabel(c.ttt_label(metric, tgt.value, x))
                     c.headroom(ax, ttt["time_to_target"].to_numpy(dtype=float))
@@ -86,9 +89,12 @@ def convergence_vs_delay(
                         ax.set_title(f"{n_never} of {len(ttt)} runs never reached it (▵ at the top)", fontsize="small")
                 else:
                     ax.set_ylabel("time to target")
+                    ax.set_yticks([])
                     ax.text(0.5, 0.5, "no target: no run ends clearly\npast its start (see the title)", transform=ax.transAxes,
                             ha="center", va="center", color="grey")
-        extra = [c.never_handle()] if ttt["time_to_target"].isna().any() and math.isfinite(tgt.value) else []
+        extra = reference_handles(refs)
+        if ttt["time_to_target"].isna().any() and math.isfinite(tgt.value):
+            extra.append(c.never_handle())
         if len(xkeys) == 1:
             order, colors, title = legends[0]
             if len(order) > 1 or extra:
@@ -98,7 +104,7 @@ def convergence_vs_delay(
 
             for row, (order, colors, title) in enumerate(legends):
                 handles = [Line2D([], [], color=colors[h], marker="o", label=h) for h in order if len(order) > 1]
-                handles += extra if row == 0 else []
+                handles += list(extra) if row == 0 else []
                 if handles:
                     axes[row, 1].legend(handles=handles, title=title, loc="upper left", bbox_to_anchor=(1.02, 1.0),
                                         frameon=False, fontsize="small")

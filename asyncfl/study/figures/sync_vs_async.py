@@ -55,7 +55,8 @@ def sync_vs_async(
         draw_references(ax, refs)
         if math.isfinite(tgt.value):
             ax.axhline(tgt.value, color="black", linewidth=0.9, linestyle=":", gid="target")
-        ax.set_title(f"{c.metric_label(metric)} on the simulated clock (dotted: target)", fontsize="medium")
+        dotted = " (dotted: target)" if math.isfinite(tgt.value) else ""
+        ax.set_title(f"{c.metric_label(metric)} on the simulated clock{dotted}", fontsize="medium")
         ttt = time_to_target(study.metrics, metric, tgt.value, x)
         ttt = ttt[ttt["run"].isin(set(live["run"]))]
         ax2 = axes[0, 1]
@@ -63,7 +64,7 @@ def sync_vs_async(
         ttt = ttt.assign(_hue=c.combo_label(ttt, [c.MODE]), _cat=c.combo_label(ttt, style_keys) if style_keys else None)
         if not style_keys:
             ttt["_cat"] = ttt["_hue"]
-        for i, mode in enumerate(order):
+        for i, mode in enumerate(order if math.isfinite(tgt.value) else []):
             tr = c.dodge(ax2, i, len(order), points=10)
             xs, mean, lo_e, hi_e, never = [], [], [], [], []
             for j, cat in enumerate(cats):
@@ -92,6 +93,7 @@ def sync_vs_async(
             note = f"; {missing} of {len(ttt)} runs never reached it (▵ at the top)" if missing else ""
             ax2.set_title(f"time to target{note}", fontsize="medium")
         else:
+            ax2.set_yticks([])
             ax2.text(0.5, 0.5, "no target: no run ends clearly\npast its start (see the title)", transform=ax2.transAxes,
                      ha="center", va="center", color="grey")
         fig.suptitle(f"sync vs async — {c.band_note(band, c.n_seeds(study))}\n{c.target_text(metric, tgt)}",
