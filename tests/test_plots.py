@@ -354,3 +354,22 @@ def test_one_short_module_per_figure_kind() -> None:
         module = folder / f"{kind}.py"
         assert module.is_file(), kind
         assert len(module.read_text().splitlines()) < 250, kind
+
+
+def test_every_drawn_point_is_inside_its_panel(fabricated: dict[str, Path]) -> None:
+    """Series shifted sideways (so error bars do not hide each other) are not autoscaled by
+    matplotlib: the figure sets each panel's y range so that every mean and error bar shows."""
+    import numpy as np
+
+    figs = [plots.convergence_vs_delay(fabricated["tau"]), plots.convergence_vs_delay(fabricated["delay"]),
+            plots.sync_vs_async(fabricated["mode"])]
+    for fig in figs:
+        for ax in _panels(fig):
+            lo, hi = ax.get_ylim()
+            for line in ax.get_lines():
+                if (line.get_gid() or "").startswith("level:"):
+                    y = np.asarray(line.get_ydata(), dtype=float)
+                    assert ((y >= lo) & (y <= hi)).all(), (line.get_gid(), y, (lo, hi))
+            for cont in ax.containers:
+                for seg in cont.lines[2][0].get_segments() if cont.lines[2] else []:
+                    assert lo <= seg[0][1] and seg[1][1] <= hi

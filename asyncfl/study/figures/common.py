@@ -367,6 +367,44 @@ def headroom(ax: Any, values: Any) -> None:
     ax.set_ylim(0.0, top * 1.15 if top > 0 else 1.0)
 
 
+def fit_y(ax: Any, values: Sequence[float]) -> None:
+    """y range over ``values`` with 8% margins (series drawn with an offset transform, see
+    :func:`dodge`, are not autoscaled by matplotlib)."""
+    a = np.asarray(values, dtype=float)
+    a = a[np.isfinite(a)]
+    if not len(a):
+        return
+    lo, hi = float(a.min()), float(a.max())
+    pad = 0.08 * (hi - lo) if hi > lo else max(abs(hi) * 0.05, 1e-3)
+    ax.set_ylim(lo - pad, hi + pad)
+
+
+def split_near(refs: Mapping[str, float], extent: Sequence[float]) -> tuple[dict[str, float], dict[str, float]]:
+    """Reference levels within one data range of the drawn values (drawn as lines) and the
+    others (stated in words: a line far away would squash the differences the panel shows)."""
+    a = np.asarray(extent, dtype=float)
+    a = a[np.isfinite(a)]
+    if not len(a):
+        return dict(refs), {}
+    lo, hi = float(a.min()), float(a.max())
+    span = max(hi - lo, 0.05 * max(abs(hi), abs(lo), 1e-12))
+    near = {k: v for k, v in refs.items() if lo - span <= v <= hi + span}
+    return near, {k: v for k, v in refs.items() if k not in near}
+
+
+REF_NAMES = {"initial": "initial model", "majority": "majority label per client"}
+
+
+def note_far(ax: Any, far: Mapping[str, float], extent: Sequence[float]) -> None:
+    if not far:
+        return
+    top = float(np.nanmax(np.asarray(extent, dtype=float))) if len(extent) else math.inf
+    text = "\n".join(f"{REF_NAMES.get(k, k)}: {v:.3g} ({'below' if v < top else 'above'} the axis)"
+                     for k, v in far.items())
+    ax.text(0.02, 0.03, text, transform=ax.transAxes, ha="left", va="bottom", fontsize="x-small", color="dimgrey",
+            gid="ref-far")
+
+
 def never_handle() -> Any:
     from matplotlib.lines import Line2D
 

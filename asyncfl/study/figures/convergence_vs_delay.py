@@ -44,6 +44,7 @@ def convergence_vs_delay(
     ttt = time_to_target(study.metrics, metric, tgt.value, x)
     upper = c.upper_bound(metric)
     refs = reference_levels(study.metrics, metric)  # initial model, majority-label baseline
+    shown: dict[str, float] = {}  # the reference levels drawn as lines somewhere (the legend explains those)
     with c.style():
         fig, axes = c.new_figure(2, len(xkeys), w=c.FIG_W * 1.45 + 2.0, h=3.4 * len(xkeys) + 0.9)
         legends: list[tuple[list[str], dict[str, Any], str | None]] = []
@@ -56,6 +57,7 @@ def convergence_vs_delay(
                 ax = axes[row, col]
                 f = frame.assign(_hue=c.combo_label(frame, hue_keys))
                 y = "value" if col == 0 else "time_to_target"
+                extent: list[float] = []  # dodged series do not autoscale: set the y range from what is drawn
                 for i, hue in enumerate(order):
                     g = f[f["_hue"] == hue]
                     tr = c.dodge(ax, i, len(order))
@@ -72,6 +74,7 @@ def convergence_vs_delay(
                         mean.append(mu)
                         err_lo.append(mu - lo)
                         err_hi.append(hi - mu)
+                        extent += [lo, hi]
                     if xs:
                         ax.errorbar(xs, mean, yerr=[err_lo, err_hi], color=colors[hue], marker="o", markersize=5,
                                     linewidth=1.6, capsize=3, transform=tr, gid=f"level:{hue}")
@@ -80,10 +83,14 @@ def convergence_vs_delay(
                 ax.set_xlabel(f"{c.pretty(key)} ({key}{lax.note})")
                 if col == 0:
                     ax.set_ylabel(f"final {c.metric_label(metric)}")
-                    draw_references(ax, refs)
+                    near, far = c.split_near(refs, extent)
+                    draw_references(ax, near)
+                    shown.update(near)
+                    c.fit_y(ax, [*extent, *near.values()])
+                    c.note_far(ax, far, extent)
                 elif math.isfinite(tgt.value):
                     ax.set_ylabel(c.ttt_label(metric, tgt.value, x))
-                    c.headroom(ax, ttt["time_to_target"].to_numpy(dtype=float))
+                    c.headroom(ax, extent)
                     n_never = int(ttt["time_to_target"].isna().sum())
                     if n_never:
                         ax.set_title(f"{n_never} of {len(ttt)} runs never reached it (▵ at the top)", fontsize="small")
@@ -92,7 +99,7 @@ def convergence_vs_delay(
                     ax.set_yticks([])
                     ax.text(0.5, 0.5, "no target: no run ends clearly\npast its start (see the title)", transform=ax.transAxes,
                             ha="center", va="center", color="grey")
-        extra = reference_handles(refs)
+        extra = reference_handles(shown)
         if ttt["time_to_target"].isna().any() and math.isfinite(tgt.value):
             extra.append(c.never_handle())
         if len(xkeys) == 1:

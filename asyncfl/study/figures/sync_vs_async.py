@@ -64,6 +64,7 @@ def sync_vs_async(
         ttt = ttt.assign(_hue=c.combo_label(ttt, [c.MODE]), _cat=c.combo_label(ttt, style_keys) if style_keys else None)
         if not style_keys:
             ttt["_cat"] = ttt["_hue"]
+        extent: list[float] = []  # dodged series do not autoscale
         for i, mode in enumerate(order if math.isfinite(tgt.value) else []):
             tr = c.dodge(ax2, i, len(order), points=10)
             xs, mean, lo_e, hi_e, never = [], [], [], [], []
@@ -77,6 +78,7 @@ def sync_vs_async(
                     mean.append(mu)
                     lo_e.append(mu - lo)
                     hi_e.append(hi - mu)
+                    extent.append(hi)
             if xs:
                 ax2.errorbar(xs, mean, yerr=[lo_e, hi_e], color=colors[mode], marker="o", linestyle="none",
                              markersize=6, capsize=3, transform=tr, gid=f"level:{mode}")
@@ -88,7 +90,7 @@ def sync_vs_async(
             ax2.tick_params(axis="x", labelrotation=20, labelsize="small")
         if math.isfinite(tgt.value):
             ax2.set_ylabel(c.ttt_label(metric, tgt.value, x))
-            c.headroom(ax2, ttt["time_to_target"].to_numpy(dtype=float))
+            c.headroom(ax2, extent)
             missing = int(ttt["time_to_target"].isna().sum())
             note = f"; {missing} of {len(ttt)} runs never reached it (▵ at the top)" if missing else ""
             ax2.set_title(f"time to target{note}", fontsize="medium")
