@@ -55,12 +55,15 @@ def staleness(source: Study | str | Path, hue: str | None = None) -> Any:
                 if i == 0 and col:
                     ax.set_title(col, fontsize="medium")
                 if j == 0:
-                    name = (f"{c.SHORT.get(lay.hue_keys[0], c.pretty(lay.hue_keys[0]))} = {row}"
-                            if len(lay.hue_keys) == 1 else row)
+                    short = c.SHORT.get(lay.hue_keys[0]) if len(lay.hue_keys) == 1 else None
+                    name = f"{short} = {row}" if short else row  # the key is in the title: keep labels short
                     ax.set_ylabel(f"{name}\nshare" if lay.hue_keys else "share", fontsize="small")
                 ax.set_xlim(-0.7, smax + 0.7)
+        from matplotlib.ticker import MaxNLocator
+
         for j in range(len(cols)):
             axes[-1, j].set_xlabel("staleness (server versions)")
+            axes[-1, j].xaxis.set_major_locator(MaxNLocator(integer=True))  # staleness counts versions
         handles = [Line2D([], [], color="black", linewidth=1.0, label="mean")]
         if c.TAU in ev.columns and np.isfinite(ev[c.TAU].astype(float)).any():
             handles.append(Line2D([], [], color="firebrick", linewidth=1.0, linestyle="--", label="bound τ"))
