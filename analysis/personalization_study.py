@@ -68,6 +68,8 @@ from typing import Any
 
 import yaml
 
+from asyncfl.study.stats import t_quantile  # exact Student t: the one implementation figures and reports use
+
 REPO = Path(__file__).resolve().parent.parent
 SCENARIOS: dict[str, Path] = {
     "synthetic": REPO / "scenarios" / "study_personalization_synthetic.yaml",
@@ -712,18 +714,6 @@ def tuning_report(runs: Any, out: Path, command: str) -> dict[str, Path]:
 # ------------------------------------------------------------------------------------------------
 # Matched HF / FO comparison
 # ------------------------------------------------------------------------------------------------
-
-T_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-        12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
-"""Two-sided 95% quantiles of Student's t by degrees of freedom (df above 30: 1.96)."""
-
-
-def t_quantile(df: int) -> float:
-    """The 95% two-sided t quantile for ``df`` degrees of freedom (the nearest tabulated df below)."""
-    if df < 1:
-        return float("nan")
-    return T_95[max(k for k in T_95 if k <= df)] if df <= 30 else 1.96
-
 
 def paired(runs: Any) -> Any:
     """Per (data set, mode, step sizes): HF and FO means and their paired difference over seeds.

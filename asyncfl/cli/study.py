@@ -106,10 +106,10 @@ def register(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]])
     p.add_argument("--kind", required=True, metavar="KIND", help=f"one of: {', '.join(FIGURE_KINDS)}")
     p.add_argument("--out", required=True, help="figure file: .png, .svg or .pdf")
     p.add_argument("--metric", default=None, help="metric to show (default: personalized_accuracy when recorded)")
-    p.add_argument("--x", choices=X_AXES, default="sim_time", help="x axis of convergence curves")
+    p.add_argument("--x", choices=X_AXES, default=None, help="x axis of convergence curves (default: sim_time)")
     p.add_argument("--hue", default=None, help="run column to colour by (a grid key, algorithm, run, seed, ...)")
-    p.add_argument("--target", type=float, default=None, help="level for time-to-target (default: 90%% of the way from the start to the worst run's best)")
-    p.add_argument("--band", choices=["auto", "ci", "sd", "se", "none"], default="auto",
+    p.add_argument("--target", type=float, default=None, help="level for time-to-target (default: half-way from the highest start to the best final value)")
+    p.add_argument("--band", choices=["auto", "ci", "sd", "se", "none"], default=None,
                    help="spread over seeds: 95%% CI, s.d., s.e. (auto: CI with >= 3 seeds, else s.d.)")
     commands["plot"] = cmd_plot
 
