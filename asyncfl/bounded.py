@@ -54,11 +54,14 @@ def open_nofollow(path: str | Path, flags: int, mode: int = 0o644) -> int:
         raise exc
 
 
-def read_file(path: str | Path, max_bytes: int | None) -> bytes:
-    """The bytes of regular file ``path``, never through a symbolic link, refused (not read) when
-    longer than ``max_bytes``. A FIFO, device or directory is refused without blocking.
-    FileNotFoundError and other OSErrors pass through."""
-    fd = open_nofollow(path, os.O_RDONLY | _NONBLOCK)
+def read_file(path: str | Path, max_bytes: int | None, *, follow: bool = False) -> bytes:
+    """The bytes of regular file ``path``, never through a symbolic link (unless ``follow``),
+    refused (not read) when longer than ``max_bytes``. A FIFO, device or directory is refused
+    without blocking. FileNotFoundError and other OSErrors pass through."""
+    if follow:
+        fd = os.open(path, os.O_RDONLY | _NONBLOCK | _CLOEXEC)
+    else:
+        fd = open_nofollow(path, os.O_RDONLY | _NONBLOCK)
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
@@ -121,11 +124,13 @@ def _number(kind: type) -> Any:
 _INT, _FLOAT = _number(int), _number(float)
 
 
-def loads_json(data: bytes | str, max_depth: int) -> Any:
+def loads_json(data: bytes | str, max_depth: int | None) -> Any:
     """Parse JSON strictly: UTF-8, nesting at most ``max_depth``, numbers at most
-    :data:`MAX_NUMBER_CHARS` characters (``NaN`` and ``Infinity``, which Python writes, pass)."""
+    :data:`MAX_NUMBER_CHARS` characters (``NaN`` and ``Infinity``, which Python writes, pass).
+    With ``max_depth`` None (large data files, where a scan first would cost seconds) the depth
+    is bounded only by the recursion limit of the C parser, which fails fast."""
     text = decode_utf8(data) if isinstance(data, bytes) else data
-    if json_depth(text, max_depth) > max_depth:
+    if max_depth is not None and json_depth(text, max_depth) > max_depth:
         raise InputLimitError(f"is nested more than {max_depth} levels deep")
     try:
         return json.loads(text, parse_int=_INT, parse_float=_FLOAT)
@@ -133,7 +138,9 @@ def loads_json(data: bytes | str, max_depth: int) -> Any:
         raise
     except json.JSONDecodeError as exc:
         raise InputLimitError(f"is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
-    except (ValueError, RecursionError) as exc:
+    except RecursionError:
+        raise InputLimitError("is nested too deeply") from None
+    except ValueError as exc:
         raise InputLimitError(f"is not valid JSON ({type(exc).__name__})") from None
 
 
