@@ -315,7 +315,7 @@ def locked(run_dir: Path) -> Iterator[None]:
         if err is None:
             raise
         raise err from None
-    with os.fdopen(fd, "r+b") as f:
+    with os.fdopen(fd, "r+b", buffering=0) as f:  # unbuffered: nothing left to flush (and fail) on close
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise RunDirError(f"{path}: is not a regular file where the lock file belongs; remove it")
         try:

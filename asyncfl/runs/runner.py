@@ -34,6 +34,7 @@ from asyncfl.errors import (
     EXIT_INTERRUPTED_SIGINT,
     EXIT_INTERRUPTED_SIGTERM,
     AsyncFLError,
+    DamagedRunDirError,
     DivergedError,
     RunDirError,
     UserError,
@@ -440,12 +441,19 @@ def run(
         checkpoint.clear(run_dir)
         for name in (MANIFEST_FILE, METRICS_FILE, EVENTS_FILE):
             (run_dir / name).unlink(missing_ok=True)
-        with _stops_resumable(run_dir):
+        try:
             write_atomic(run_dir / SCENARIO_FILE, resolved.encode())
             write_atomic(
                 run_dir / RUN_INFO_FILE,
                 json.dumps({"command": command, "checkpoint_every": checkpoint_every, "started": started}).encode(),
             )
+        except AsyncFLError as exc:  # a full disk before the run began: leave --out as empty as it was
+            for name in (SCENARIO_FILE, RUN_INFO_FILE):
+                (run_dir / name).unlink(missing_ok=True)
+            if getattr(exc, "writing", None) is None:
+                raise
+            raise type(exc)(f"{exc.one_line()}; nothing was run: free space, then run the command again") from None
+        with _stops_resumable(run_dir):
             return _execute(built, run_dir, every, progress, scenario, started, t0, command)
 
 
@@ -508,8 +516,10 @@ def resume(
             if done.status == "completed":
                 checkpoint.clear(d)
                 return done
+        except DamagedRunDirError:
+            raise  # a manifest asyncfl cannot have written (it writes it last, atomically): not ours to overwrite
         except RunDirError:
-            pass
+            pass  # killed before its manifest (or during its final writes): continue it
         scenario = validate(read_run_yaml(d / SCENARIO_FILE))
         info = _run_info(d)
         started = str(info.get("started") or _dt.datetime.now(_dt.timezone.utc).isoformat())
