@@ -196,7 +196,10 @@ def read_run_yaml(path: Path) -> dict[str, Any]:
     try:
         return parse_yaml(text, path.name)
     except AsyncFLError as exc:
-        raise DamagedRunDirError(path, exc.one_line()) from None
+        message = exc.one_line()
+        if message.startswith(f"{path.name}: "):
+            message = message[len(path.name) + 2 :]
+        raise DamagedRunDirError(path, message) from None
     except (ValueError, RecursionError, TypeError) as exc:  # e.g. an int of 5,000 digits
         raise DamagedRunDirError(path, f"is not a readable scenario ({type(exc).__name__})") from None
 
