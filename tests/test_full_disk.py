@@ -78,9 +78,9 @@ def _finish_after_full_disk(
 # ------------------------------------------------------------------------------------------------
 
 
-def _enospc_after(monkeypatch: pytest.MonkeyPatch, under: Path, n: int) -> list[str]:
+def _enospc_after(monkeypatch: pytest.MonkeyPatch, under: Path, n: int, code: int = errno.ENOSPC) -> list[str]:
     """Make the (n+1)-th os.write into a file under ``under`` and every later one fail with
-    ENOSPC; returns the list of paths that failed (filled in as it happens)."""
+    ``code`` (ENOSPC); returns the list of paths that failed (filled in as it happens)."""
     real_write = os.write
     count, failed = [0], []
 
@@ -93,7 +93,7 @@ def _enospc_after(monkeypatch: pytest.MonkeyPatch, under: Path, n: int) -> list[
             count[0] += 1
             if count[0] > n:
                 failed.append(target)
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                raise OSError(code, os.strerror(code))
         return real_write(fd, data)
 
     monkeypatch.setattr(os, "write", write)
@@ -115,6 +115,28 @@ def test_simulated_full_disk_mid_run_leaves_no_temporary_file_and_resumes_identi
     assert code == EXIT_DISK_FULL, err
     assert _tmp_files(out) == []
     _finish_after_full_disk(code, err, out, scen, ref, capsys)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd to tell files apart")
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES, getattr(errno, "EDQUOT", errno.ENOSPC)])
+def test_read_only_forbidden_or_over_quota_mid_run_is_one_line_and_resumable(
+    reference: tuple[Path, dict[str, bytes]], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch, code: int,
+) -> None:
+    """A file system turned read-only, a permission taken away (exit 2) or a used-up quota (exit 4)
+    in the middle of a run: one line naming the file, no temporary file, and the run resumes."""
+    scen, ref = reference
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _enospc_after(m, out, 6, code)
+        exit_code, err = _cli(["run", str(scen), "--out", str(out), "--quiet", "--checkpoint-every", EVERY], capsys)
+    want = EXIT_DISK_FULL if code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)) else 2
+    assert exit_code == want, err
+    assert err.count("\n") == 1 and os.strerror(code) in err and str(out) in err and "asyncfl resume" in err, err
+    assert _tmp_files(out) == []
+    code2, err2 = _cli(["resume", str(out), "--quiet"], capsys)
+    assert code2 == 0, err2
+    assert _outputs(out) == ref
 
 
 def test_simulated_full_disk_in_data_describe_csv_leaves_no_table(
