@@ -175,13 +175,15 @@ def test_plot_and_report_name_the_runs_they_leave_out(
     assert code == 0 and "s2" in err
 
 
-# A `run` whose build takes ``sys.argv[1]`` seconds longer (a large data set, say).
+# A `run` whose build lasts until the file ``sys.argv[1]`` exists (a large data set, say; at most 120 s).
 SLOW_BUILD = (
-    "import sys, time\n"
+    "import os, sys, time\n"
     "import asyncfl.runs.runner as r\n"
     "build = r.build\n"
     "def slow(*a, **k):\n"
-    "    time.sleep(float(sys.argv[1]))\n"
+    "    t0 = time.monotonic()\n"
+    "    while not os.path.exists(sys.argv[1]) and time.monotonic() - t0 < 120:\n"
+    "        time.sleep(0.05)\n"
     "    return build(*a, **k)\n"
     "r.build = slow\n"
     "from asyncfl.cli import main\n"
@@ -202,7 +204,8 @@ def test_a_run_started_while_another_builds_in_the_same_out_is_refused(tiny_file
 
     d = tmp_path / "D"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    b = subprocess.Popen([sys.executable, "-c", SLOW_BUILD, "6", "run", str(tiny_file), "--out", str(d), "--quiet"],
+    go = tmp_path / "go"
+    b = subprocess.Popen([sys.executable, "-c", SLOW_BUILD, str(go), "run", str(tiny_file), "--out", str(d), "--quiet"],
                          stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.monotonic() + 60
@@ -213,7 +216,8 @@ def test_a_run_started_while_another_builds_in_the_same_out_is_refused(tiny_file
         assert b.poll() is None, "B ended before it held the lock"
         a = subprocess.run([sys.executable, "-m", "asyncfl", "run", str(tiny_file), "--out", str(d), "--quiet",
                             "--seed", "7"], capture_output=True, text=True, env=env)
-        assert b.poll() is None, "B finished before A was refused: make its build slower"
+        assert b.poll() is None, "B ended while it was building"
+        go.touch()  # B's build ends now
         assert a.returncode == 2, a.stderr
         _one_error_line(a.stderr)
         assert str(d) in a.stderr and "in use by pid" in a.stderr

@@ -38,6 +38,7 @@ from asyncfl.errors import (
     DivergedError,
     RunDirError,
     UserError,
+    os_error,
 )
 from asyncfl.exec.executor import Executor
 from asyncfl.exec.torch_backend import TorchBackend
@@ -458,8 +459,6 @@ def run(
 
 
 def _user_os_error(exc: OSError, path: Path) -> BaseException:
-    from asyncfl.errors import os_error
-
     return os_error(exc, path) or exc
 
 
