@@ -1,7 +1,7 @@
 """Command line: a thin face over the runner, sweeps and results.
 
 Every error a user can cause prints ONE line to stderr and exits with a distinct code
-(2 bad input, 3 diverged, 130/143 interrupted); never a traceback.
+(2 bad input, 3 diverged, 4 disk full, 130/143 interrupted); never a traceback.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from asyncfl.cli.args import Parser, add_run_args, whole_number
-from asyncfl.errors import EXIT_FAILED, EXIT_USAGE, AsyncFLError, DivergedError
+from asyncfl.errors import EXIT_FAILED, EXIT_USAGE, AsyncFLError, DivergedError, os_error
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -107,7 +107,10 @@ def cmd_data(args: argparse.Namespace) -> int:
     data = build_data(scenario.data, scenario.clients.count, scenario.seed, base_dir)
     print(summary_text(data, max_rows=args.rows))
     if args.csv:
-        describe(data).to_csv(args.csv)
+        from asyncfl.runs.rundir import write_atomic
+
+        # atomically: a full disk is one line (exit 4) and leaves no truncated table behind
+        write_atomic(Path(args.csv), describe(data).to_csv().encode("utf-8"))
         print(f"table: {args.csv}")
     if args.figure:
         print(f"figure: {describe_figure(data, args.figure)}")
@@ -220,6 +223,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_FAILED
     except OSError as exc:
+        # a full disk (exit 4), a read-only, forbidden or missing path (exit 2): one line naming it
+        err = os_error(exc)
+        if err is not None:
+            sys.stderr.write(f"asyncfl: error: {err.one_line()}\n")
+            return err.exit_code
         if exc.filename is None:
             return _internal_error(exc)
         # a path given on the command line (or in the scenario) that cannot be read or written

@@ -6,15 +6,17 @@ directory (the resolved scenario, the seed, the versions, the device).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import io
 import json
+import os
 import platform
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,16 +26,19 @@ import pandas as pd
 import torch
 
 from asyncfl.algorithms.registry import build_rule
-from asyncfl.config.loader import dump_scenario, load_scenario
+from asyncfl.config.loader import dump_scenario, load_scenario, validate
 from asyncfl.config.schema import Scenario
 from asyncfl.data.base import FederatedData
 from asyncfl.data.registry import build_data
 from asyncfl.errors import (
     EXIT_INTERRUPTED_SIGINT,
     EXIT_INTERRUPTED_SIGTERM,
+    AsyncFLError,
+    DamagedRunDirError,
     DivergedError,
     RunDirError,
     UserError,
+    os_error,
 )
 from asyncfl.exec.executor import Executor
 from asyncfl.exec.torch_backend import TorchBackend
@@ -53,6 +58,10 @@ from asyncfl.runs.rundir import (
     csv_bytes,
     load_run,
     locked,
+    read_run_json,
+    read_run_yaml,
+    refuse_links,
+    remove_stale_tmp,
     write_atomic,
     write_manifest,
 )
@@ -326,6 +335,10 @@ class _Session:
                 result = engine.run()
             except DivergedError as exc:
                 return engine.result(), "diverged", exc, None
+            except AsyncFLError as exc:
+                if getattr(exc, "writing", None) is not None:
+                    raise  # a full disk or a forbidden file while checkpointing: write nothing more
+                return engine.result(), "failed", exc, None
             except (Exception, KeyboardInterrupt) as exc:
                 return engine.result(), "failed", exc, None
         if sigs.received is not None and not engine.finished:
@@ -441,20 +454,55 @@ def run(
     resolved = dump_scenario(scenario)
     if out_dir is None:
         return _execute(build(scenario, base, device), None, every, progress, scenario, started, t0, command)
-    check_out_dir(Path(out_dir), resolved, force)  # nothing that holds results is replaced unasked
     run_dir = Path(out_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails here, before the build
-    built = build(scenario, base, device)  # data, device and memory errors leave --out untouched
+    check_out_dir(run_dir, resolved, force)  # refused early, nothing touched (checked again under the lock)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails here, before the build
+    except OSError as exc:
+        raise _user_os_error(exc, run_dir) from None
+    # One writer from the --out check to the last write: a second `run` or `resume` of this
+    # directory, started while this one builds, is refused instead of replacing our results
+    # (or having its results replaced by ours).
     with locked(run_dir):
+        refuse_links(run_dir)
+        check_out_dir(run_dir, resolved, force)  # nothing that holds results is replaced unasked
+        built = build(scenario, base, device)  # data, device and memory errors leave --out untouched
+        remove_stale_tmp(run_dir)
         checkpoint.clear(run_dir)
         for name in (MANIFEST_FILE, METRICS_FILE, EVENTS_FILE):
             (run_dir / name).unlink(missing_ok=True)
-        write_atomic(run_dir / SCENARIO_FILE, resolved.encode())
-        write_atomic(
-            run_dir / RUN_INFO_FILE,
-            json.dumps({"command": command, "checkpoint_every": checkpoint_every, "started": started}).encode(),
-        )
-        return _execute(built, run_dir, every, progress, scenario, started, t0, command)
+        try:
+            write_atomic(run_dir / SCENARIO_FILE, resolved.encode())
+            write_atomic(
+                run_dir / RUN_INFO_FILE,
+                json.dumps({"command": command, "checkpoint_every": checkpoint_every, "started": started}).encode(),
+            )
+        except AsyncFLError as exc:  # a full disk before the run began: leave --out as empty as it was
+            for name in (SCENARIO_FILE, RUN_INFO_FILE):
+                (run_dir / name).unlink(missing_ok=True)
+            if getattr(exc, "writing", None) is None:
+                raise
+            raise type(exc)(f"{exc.one_line()}; nothing was run: free space, then run the command again") from None
+        with _stops_resumable(run_dir):
+            return _execute(built, run_dir, every, progress, scenario, started, t0, command)
+
+
+def _user_os_error(exc: OSError, path: Path) -> BaseException:
+    return os_error(exc, path) or exc
+
+
+@contextlib.contextmanager
+def _stops_resumable(run_dir: Path) -> Iterator[None]:
+    """A full disk (or a file made read-only) while the run writes its directory: the write that
+    failed left no temporary file and the last checkpoint is intact, so the run is resumable;
+    the one-line error says how."""
+    try:
+        yield
+    except AsyncFLError as exc:
+        if getattr(exc, "writing", None) is None:
+            raise
+        hint = f"; the run stopped at its last checkpoint: free space (or fix the permission), then `asyncfl resume {run_dir}`"
+        raise type(exc)(f"{exc.one_line()}{hint}") from None
 
 
 def _execute(
@@ -486,43 +534,45 @@ def resume(
     none); the finished directory is byte-identical in metrics.csv and events.csv to a run that
     was never stopped (CPU)."""
     d = Path(run_dir)
-    if not (d / SCENARIO_FILE).is_file():
+    if not os.path.lexists(d / SCENARIO_FILE) or not d.is_dir():
         raise RunDirError(f"{d}: not an asyncfl run directory ({SCENARIO_FILE} missing)")
     with locked(d):
+        refuse_links(d)
+        remove_stale_tmp(d)  # left by a writer killed mid-write (we hold the lock: nobody else writes)
         try:
             done = load_run(d)
             if done.status == "completed":
                 checkpoint.clear(d)
                 return done
+        except DamagedRunDirError:
+            raise  # a manifest asyncfl cannot have written (it writes it last, atomically): not ours to overwrite
         except RunDirError:
-            pass
-        scenario = load_scenario(d / SCENARIO_FILE)
+            pass  # killed before its manifest (or during its final writes): continue it
+        scenario = validate(read_run_yaml(d / SCENARIO_FILE))
         info = _run_info(d)
         started = str(info.get("started") or _dt.datetime.now(_dt.timezone.utc).isoformat())
         every = parse_checkpoint_every(info.get("checkpoint_every"))
         command = command or info.get("command")
         t0 = time.perf_counter()
-        if checkpoint.has_checkpoint(d):
-            ckpt = checkpoint.load_checkpoint(d, cut=False)
-            with checkpoint.restoring(ckpt):  # a checkpoint that does not fit is a RunDirError
-                built = build(scenario, d, device, snapshot=ckpt.engine)
-                built.backend.load_state(ckpt.backend, ckpt.tensors)
-            checkpoint.cut_partials(d, ckpt)  # only once the restore has worked
-            return _execute(built, d, every, progress, scenario, started, t0, command, ckpt.generation)
-        built = build(scenario, d, device)  # before clearing: a build error leaves the directory as it was
-        checkpoint.clear(d)
-        return _execute(built, d, every, progress, scenario, started, t0, command)
+        with _stops_resumable(d):
+            if checkpoint.has_checkpoint(d):
+                ckpt = checkpoint.load_checkpoint(d, cut=False)
+                with checkpoint.restoring(ckpt):  # a checkpoint that does not fit is a RunDirError
+                    built = build(scenario, d, device, snapshot=ckpt.engine)
+                    built.backend.load_state(ckpt.backend, ckpt.tensors)
+                checkpoint.cut_partials(d, ckpt)  # only once the restore has worked
+                return _execute(built, d, every, progress, scenario, started, t0, command, ckpt.generation)
+            built = build(scenario, d, device)  # before clearing: a build error leaves the directory as it was
+            checkpoint.clear(d)
+            return _execute(built, d, every, progress, scenario, started, t0, command)
 
 
 def _run_info(d: Path) -> dict[str, Any]:
     """run.json of run directory ``d`` ({} if absent); a damaged one is a RunDirError."""
     path = d / RUN_INFO_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         return {}
-    try:
-        info = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError):
-        raise RunDirError(f"{path}: unreadable (truncated or not JSON)") from None
+    info = read_run_json(path, what="unreadable run.json")
     if not isinstance(info, dict):
         raise RunDirError(f"{path}: not an asyncfl run.json (expected a JSON object)")
     return info

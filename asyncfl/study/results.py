@@ -17,6 +17,7 @@ bound such as ``server.max_staleness``) becomes ``inf``, so that grouping never 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from asyncfl.errors import RunDirError
-from asyncfl.runs.rundir import SCENARIO_FILE, RunResult, is_run_dir, load_run
+from asyncfl.runs.rundir import SCENARIO_FILE, RunResult, is_run_dir, load_run, read_run_yaml
 from asyncfl.study.sweep_plan import grid_labels, value_label, value_text
 from asyncfl.study.sweep_state import SWEEP_FILE, read_sweep_manifest
 
@@ -65,13 +66,12 @@ class LoadedRun:
 
 
 def _read_scenario(run_dir: Path) -> dict[str, Any]:
-    import yaml
-
+    """The run's scenario.yaml as a mapping ({} if absent); damage (not UTF-8, nested too deeply,
+    a number too long, a link) is a one-line RunDirError naming the file (the bounded reader)."""
     p = run_dir / SCENARIO_FILE
-    if not p.is_file():
+    if not os.path.lexists(p):
         return {}
-    data = yaml.safe_load(p.read_text())
-    return data if isinstance(data, dict) else {}
+    return read_run_yaml(p)
 
 
 def scenario_value(scenario: Mapping[str, Any], key: str) -> Any:
@@ -160,13 +160,14 @@ def _sweep_runs(sweep_dir: Path, skipped: list[str] | None = None) -> tuple[list
         path = sweep_dir / str(entry.get("dir", entry.get("name")))
         try:
             result = load_run(path)
+            scenario = _read_scenario(path)
         except RunDirError:
             if skipped is not None:
                 skipped.append(str(entry["name"]))
             continue
         overrides = entry.get("overrides", {})
         params = {k: _grid_display(overrides.get(k), labels.get(k, {})) for k in grid_keys}
-        runs.append(LoadedRun(str(entry["name"]), entry.get("seed"), params, result, _read_scenario(path)))
+        runs.append(LoadedRun(str(entry["name"]), entry.get("seed"), params, result, scenario))
     if not runs:
         raise RunDirError(f"{sweep_dir}: no finished runs in this sweep yet (see {SWEEP_FILE})")
     return runs, grid_keys
@@ -525,6 +526,7 @@ def load_study(path: str | Path) -> Study:
     for c in children:
         try:
             load_run(c)
+            _read_scenario(c)
             readable.append(c)
         except RunDirError:
             skipped.append(c.name)

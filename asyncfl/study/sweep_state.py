@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from asyncfl.config.loader import parse_yaml, validate
+from asyncfl.config.loader import validate
 from asyncfl.config.schema import Scenario
 from asyncfl.errors import (
     AsyncFLError,
+    DamagedRunDirError,
     RunDirError,
 )
 from asyncfl.runs.rundir import (
@@ -20,6 +22,8 @@ from asyncfl.runs.rundir import (
     SCENARIO_FILE,
     holds_checkpoint,
     load_run,
+    read_run_json,
+    read_run_yaml,
     write_atomic,
 )
 from asyncfl.study.sweep_plan import SweepPlan, SweepRun
@@ -39,14 +43,15 @@ def _now() -> str:
 def read_sweep_manifest(sweep_dir: str | Path) -> dict[str, Any]:
     """``DIR/sweep.json`` as a dict; :class:`RunDirError` if missing or unreadable."""
     p = Path(sweep_dir) / SWEEP_FILE
-    if not p.is_file():
+    if not os.path.lexists(p):
         raise RunDirError(f"{sweep_dir}: not a sweep directory ({SWEEP_FILE} is missing)")
-    try:
-        data = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise RunDirError(f"{p}: unreadable sweep manifest (not JSON)") from None
+    data = read_run_json(p, what="unreadable sweep manifest")  # strict and bounded, never through a link
     if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
         raise RunDirError(f"{p}: not an asyncfl sweep manifest (no runs list)")
+    if not all(isinstance(r, dict) and isinstance(r.get("name"), str) for r in data["runs"]):
+        raise DamagedRunDirError(p, "a run entry is not an object with a name")
+    if not isinstance(data.get("grid", {}), dict):
+        raise DamagedRunDirError(p, "'grid' is not an object")
     return data
 
 
@@ -101,8 +106,8 @@ def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
 def _scenario_there(run_dir: Path) -> Scenario | None:
     """The scenario a run directory holds; None if it has none that validates (damaged)."""
     try:
-        return validate(parse_yaml((run_dir / SCENARIO_FILE).read_text()))
-    except (AsyncFLError, UnicodeDecodeError, OSError):
+        return validate(read_run_yaml(run_dir / SCENARIO_FILE))
+    except (AsyncFLError, OSError):
         return None
 
 
@@ -124,8 +129,8 @@ def existing_state(run_dir: Path, scenario: Scenario) -> tuple[str, str | None]:
             status = None  # killed before its manifest
         else:
             try:
-                status = json.loads(mpath.read_text()).get("status")
-            except (ValueError, UnicodeDecodeError, AttributeError):
+                status = read_run_json(mpath).get("status")
+            except (AsyncFLError, OSError, AttributeError):
                 status = None
             if status != "interrupted":
                 return "redo", None  # damaged results of a finished or failed run
