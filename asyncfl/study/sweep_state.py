@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +146,53 @@ def existing_state(run_dir: Path, scenario: Scenario) -> tuple[str, str | None]:
     return "redo", None  # killed before its first checkpoint: nothing there to keep
 
 
+
+
+# ------------------------------------------------------------------------------------------------
+# One writer per sweep directory
+# ------------------------------------------------------------------------------------------------
+
+SWEEP_LOCK = ".sweep.lock"
+"""The lock file of a sweep directory: held (flock) by the sweep writing it, from the checks of
+what the directory holds to its last write; it names its holder (pid, command, since when)."""
+
+
+@contextmanager
+def sweep_locked(out: Path, command: Sequence[str] | None = None) -> Iterator[bool]:
+    """Hold the sweep directory ``out`` (created if missing) for this process; yields whether it
+    was created here. A second sweep into the same directory gets a one-line :class:`RunDirError`
+    naming the holder. The lock file is opened without following a symlink. No-op lock where
+    flock does not exist (the directory is still created)."""
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise RunDirError(f"--out {out}: exists and is not a directory") from None
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield created
+        return
+    path = out / SWEEP_LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError as exc:
+        raise RunDirError(f"--out {out}: cannot open its lock file {SWEEP_LOCK} ({exc.strerror or exc})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+            raise RunDirError(
+                f"--out {out}: another sweep is writing there ({' '.join(holder.split())}); "
+                "wait for it to end, or use another --out"
+            ) from None
+        text = f"pid {os.getpid()}: {' '.join(command) if command else 'asyncfl sweep'} (since {_now()})\n"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, text.encode(), 0)
+        try:
+            yield created
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
