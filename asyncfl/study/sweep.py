@@ -299,7 +299,9 @@ class LocalPool(SweepBackend):
     """``workers`` runs at once in spawned processes (a
     :class:`concurrent.futures.ProcessPoolExecutor`), or in this process when ``workers == 1``.
     ``threads``: torch threads per run (default: one worker keeps this process's setting; several
-    use :func:`default_threads`)."""
+    use :func:`default_threads`). Used as a context manager (``with LocalPool(2) as pool:``), its
+    worker processes outlive one sweep and serve the next ones (a study of several sweeps starts
+    and warms its workers once)."""
 
     name = "local"
 
@@ -310,12 +312,23 @@ class LocalPool(SweepBackend):
         self._pending: dict[Any, str] = {}
         self._inline: list[RunTask] = []
         self._torch_threads: int | None = None
+        self._held = False
+
+    def __enter__(self) -> LocalPool:
+        self._held = True
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._held = False
+        self.close()
 
     def check(self, runs: Sequence[SweepRun]) -> None:
         _check_devices(runs)
 
     def start(self, out: Path, n_tasks: int) -> None:
-        self.slots = max(1, min(self.workers, n_tasks))
+        if self._pool is not None:  # kept from the previous sweep (see __enter__)
+            return
+        self.slots = max(1, self.workers if self._held else min(self.workers, n_tasks))
         if self.slots == 1:  # in this process: torch's thread setting is restored by close()
             import torch
 
@@ -358,7 +371,7 @@ class LocalPool(SweepBackend):
         self.close()
 
     def close(self) -> None:
-        if self._pool is not None:
+        if self._pool is not None and not self._held:
             self._pool.shutdown(wait=True)
             self._pool = None
         if self._torch_threads is not None:
