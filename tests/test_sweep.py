@@ -507,6 +507,7 @@ def test_the_sweep_lock_is_taken_before_the_checks(tmp_path: Path) -> None:
             sweep(scen, out)
         assert sorted(p.name for p in out.iterdir()) == [SWEEP_LOCK]
     assert sweep(scen, out).counts == {"completed": 1}
+    assert not (out / SWEEP_LOCK).exists()  # released with the sweep
     other = tmp_path / "other"
     other.mkdir()
     (other / SWEEP_LOCK).symlink_to(tmp_path / "victim")
