@@ -642,9 +642,9 @@ def run_sweep(
 
         parse_checkpoint_every(checkpoint_every)  # a bad value is an error before anything runs
     out = Path(out_dir)
-    _check_out(out, force)
     with sweep_locked(out, command) as created:
         try:
+            _check_out(out, force)
             states = sweep_states(plan, out, force=force, resumes=runner.resumes)
             todo = [r for r, state in states if state != "done"]
             runner.check(todo)
