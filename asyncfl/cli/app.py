@@ -118,38 +118,36 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def _with_progress(label: str, quiet: bool, fn: Callable[..., Any]) -> int:
-    """Call ``fn(progress=...)`` under a progress bar; print the summary table at the end."""
+    """Call ``fn(progress=...)`` showing its progress (a bar with elapsed time and ETA on a
+    terminal; elsewhere a heartbeat line at most every 30 s and a line when it ends); print the
+    summary table at the end."""
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from asyncfl.cli.progress import RunProgress
     from asyncfl.runs.runner import RunInterrupted
 
     console = Console(stderr=True)
+    shown = RunProgress(label)
     try:
-        if quiet or not console.is_terminal:  # no transient bar in logs or pipes
+        if quiet:
             result = fn(progress=None)
         else:
-            with Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                TimeElapsedColumn(), console=console, transient=True,
-            ) as bar:
-                task = bar.add_task(label, total=1.0)
-
-                def progress(frac: float, _: dict[str, Any]) -> None:
-                    bar.update(task, completed=min(max(frac, 0.0), 1.0))
-
-                result = fn(progress=progress)
+            with shown.shown():
+                result = fn(progress=shown)
     except DivergedError as exc:
         res = getattr(exc, "result", None)
         if res is not None and not quiet:
+            shown.finished("diverged")
             print_summary(res, console)
         raise
     except RunInterrupted as exc:
         if not quiet:
+            shown.finished("interrupted")
             print_summary(exc.result, console)
         sys.stderr.write(f"asyncfl: {exc}\n")
         return exc.exit_code
     if not quiet:
+        shown.finished(str(result.status) if hasattr(result, "status") else "completed")
         print_summary(result, console)
     return 0
 
