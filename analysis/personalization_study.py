@@ -67,8 +67,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from asyncfl.config.loader import read_yaml
 from asyncfl.study.stats import t_quantile  # exact Student t: the one implementation figures and reports use
 
 REPO = Path(__file__).resolve().parent.parent
@@ -180,7 +179,7 @@ class Part:
 
 
 def read_study_file(path: Path) -> dict[str, Any]:
-    data = yaml.safe_load(path.read_text())
+    data = read_yaml(path)  # the scenario loader YAML (1.2 numbers such as 2.0e6, size limits)
     if not isinstance(data, dict) or "sweep" not in data or "algorithm" not in data["sweep"].get("grid", {}):
         raise SystemExit(f"{path}: needs a sweep.grid.algorithm list (the study's algorithm blocks)")
     return data

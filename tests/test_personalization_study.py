@@ -97,8 +97,8 @@ def test_script_uses_only_the_public_api() -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module)
     ours = {m for m in imported if m == "asyncfl" or m.startswith("asyncfl.")}
-    assert ours <= {"asyncfl", "asyncfl.errors", "asyncfl.study.sweep", "asyncfl.study.sweep_plan",
-                    "asyncfl.study.results"}, ours
+    assert ours <= {"asyncfl", "asyncfl.errors", "asyncfl.config.loader", "asyncfl.study.sweep",
+                    "asyncfl.study.sweep_plan", "asyncfl.study.results", "asyncfl.study.stats"}, ours
     assert not imported & {"multiprocessing", "concurrent.futures"}, imported
 
 
@@ -115,7 +115,8 @@ def _load_script() -> Any:
 
 def test_paired_difference_by_hand() -> None:
     """HF - FO paired by seed: mean, 95% t interval and wins, on numbers worked out by hand
-    (diffs 0.02, 0.04, 0.00: mean 0.02, s.d. 0.02, half-width 4.303 * 0.02 / sqrt(3))."""
+    (diffs 0.02, 0.04, 0.00: mean 0.02, s.d. 0.02, half-width t_{0.975,2} * 0.02 / sqrt(3), t_{0.975,2} =
+    4.30265 exactly: the one Student-t implementation of asyncfl.study.stats)."""
     ps = _load_script()
     rows = []
     for seed, (hf, fo) in enumerate([(0.90, 0.88), (0.80, 0.76), (0.70, 0.70)]):
@@ -129,10 +130,13 @@ def test_paired_difference_by_hand() -> None:
     r = t.iloc[0]
     assert r["pairs"] == 3 and r["hf_wins"] == 2 and r["ties"] == 1
     assert r["diff"] == pytest.approx(0.02) and r["diff_sd"] == pytest.approx(0.02)
-    assert r["ci"] == pytest.approx(4.303 * 0.02 / 3**0.5)
+    assert r["ci"] == pytest.approx(4.302653 * 0.02 / 3**0.5, rel=1e-6)
     assert r["loss_gain"] == pytest.approx(0.1)
     assert r["not_completed"] == "HF x1"
-    assert ps.t_quantile(4) == 2.776 and ps.t_quantile(11) == 2.228 and ps.t_quantile(100) == 1.96
+    # exact quantiles (the old hand table gave 2.228 for df = 11 and 1.96 beyond df = 60)
+    assert ps.t_quantile(4) == pytest.approx(2.776445, abs=1e-6)
+    assert ps.t_quantile(11) == pytest.approx(2.200985, abs=1e-6)
+    assert ps.t_quantile(100) == pytest.approx(1.983972, abs=1e-6)
 
 
 def test_matched_mode_writes_paired_table(tmp_path: Path) -> None:
