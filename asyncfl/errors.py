@@ -44,6 +44,11 @@ class RunDirError(UserError):
     """A run directory is missing, incomplete or not an asyncfl run."""
 
 
+class PluginError(UserError):
+    """An installed plug-in (a Python entry point of an ``asyncfl.*`` group) fails to load or
+    declares an invalid component (exit 2)."""
+
+
 class DivergedError(AsyncFLError):
     """NaN or Inf appeared in a model, update or loss (exit 3)."""
 
@@ -69,6 +74,7 @@ __all__ = [
     "AsyncFLError",
     "DataNotFoundError",
     "DivergedError",
+    "PluginError",
     "RunDirError",
     "ScenarioError",
     "UserError",

@@ -11,9 +11,24 @@ samples per second (one sample = one per-example gradient evaluation).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, StrictInt, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    PositiveFloat,
+    StrictInt,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
+
+from asyncfl.errors import PluginError
+from asyncfl.registry import Registry
 
 NonNegFloat = Annotated[float, Field(ge=0.0)]
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
@@ -26,18 +41,73 @@ class Strict(BaseModel):
     """Base of every scenario mapping: unknown keys are errors, instances are immutable, and
     numbers are finite (an infinite step size or time is a typo, not a setting: use null)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
+    # defer_build: a model's validator is built at its first use, so the tagged unions of
+    # registered components (ComponentUnion) include the plug-ins loaded by then.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False, defer_build=True
+    )
 
 
-def _shorthand(tag: str) -> Any:
-    """Before-validator: a bare string ``x`` means ``{tag: x}`` (e.g. ``partition: iid``)."""
+# ------------------------------------------------------------------------------------------------
+# Tagged unions built from registries (built-ins, in-process registrations, plug-ins)
+# ------------------------------------------------------------------------------------------------
 
-    def convert(value: Any) -> Any:
-        if isinstance(value, str):
-            return {tag: value}
-        return value
 
-    return convert
+def tag_values(cls: type[BaseModel], tag: str) -> tuple[str, ...]:
+    """The names a config class answers to: the ``Literal`` values of its tag field."""
+    field = cls.model_fields.get(tag)
+    annotation = field.annotation if field is not None else None
+    return tuple(get_args(annotation)) if get_origin(annotation) is Literal else ()
+
+
+class ComponentUnion:
+    """Annotation marker: the tagged union of the config models ``registry`` holds, selected by
+    the ``tag`` key (``algorithm: {name: fedavg, ...}``). Built when the model that uses it is first
+    validated (or its JSON schema is asked for), and rebuilt on a later registration, so a plug-in's
+    or an in-process component's name validates like a built-in one."""
+
+    def __init__(self, registry: Registry[type[BaseModel]], tag: str) -> None:
+        self.registry = registry
+        self.tag = tag
+
+    def register(self, *classes: type[BaseModel]) -> None:
+        """Register config classes under every name of their tag field's ``Literal``."""
+        for cls in classes:
+            names = tag_values(cls, self.tag)
+            if not names:
+                raise TypeError(f"{cls.__name__}.{self.tag} must be a Literal of the component's name(s)")
+            for name in names:
+                self.registry.add(name, cls)
+
+    def choices(self) -> Iterator[tuple[str, type[BaseModel]]]:
+        for name, cls in self.registry.items():
+            if name not in tag_values(cls, self.tag):
+                raise PluginError(
+                    f"{self.registry.kind} {name!r}: its config {cls.__name__} must declare "
+                    f"{self.tag}: Literal[{name!r}] (it answers to {list(tag_values(cls, self.tag))})"
+                )
+            yield name, cls
+
+    def classes(self) -> list[type[BaseModel]]:
+        """The distinct config classes, in registration order."""
+        return list({id(c): c for _, c in self.choices()}.values())
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        schemas = {id(c): handler.generate_schema(c) for c in self.classes()}
+        choices: dict[Any, CoreSchema] = {name: schemas[id(cls)] for name, cls in self.choices()}
+        return core_schema.tagged_union_schema(choices, discriminator=self.tag)
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return handler(schema)
+
+
+ALGORITHM_CONFIGS: Registry[type[BaseModel]] = Registry("algorithm", "algorithm.name", plugin_part="config")
+DATA_CONFIGS: Registry[type[BaseModel]] = Registry("data set", "data.dataset", plugin_part="config")
+MODEL_CONFIGS: Registry[type[BaseModel]] = Registry("model", "model.name", plugin_part="config")
+DIST_CONFIGS: Registry[type[BaseModel]] = Registry("distribution", "dist", plugin_part="config")
+# Staleness weights and selection strategies: their registries are the server rule's
+# (asyncfl.sim); to take plug-ins, hold their configs in a Registry(..., plugin_part="config") of
+# kind "staleness weight" / "selection strategy" and annotate the field with a ComponentUnion.
 
 
 # ------------------------------------------------------------------------------------------------
@@ -45,14 +115,18 @@ def _shorthand(tag: str) -> Any:
 # ------------------------------------------------------------------------------------------------
 
 
-class ConstantDist(Strict):
+class DistBase(Strict):
+    """Base of distribution configs (tag ``dist``); a plug-in delay model subclasses it."""
+
+
+class ConstantDist(DistBase):
     """Always ``value``. A bare number in a scenario means this."""
 
     dist: Literal["constant"] = "constant"
     value: NonNegFloat = 1.0
 
 
-class UniformDist(Strict):
+class UniformDist(DistBase):
     """Uniform on [low, high]: mean (low+high)/2, variance (high-low)^2/12."""
 
     dist: Literal["uniform"] = "uniform"
@@ -66,14 +140,14 @@ class UniformDist(Strict):
         return self
 
 
-class ExponentialDist(Strict):
+class ExponentialDist(DistBase):
     """Exponential with the given ``mean`` (variance mean^2)."""
 
     dist: Literal["exponential"] = "exponential"
     mean: PositiveFloat
 
 
-class LognormalDist(Strict):
+class LognormalDist(DistBase):
     """exp(N(mu, sigma^2)) with mu chosen so that the mean is ``mean``:
     mu = ln(mean) - sigma^2/2; variance (exp(sigma^2) - 1) mean^2."""
 
@@ -82,7 +156,7 @@ class LognormalDist(Strict):
     sigma: NonNegFloat = 0.5
 
 
-class ParetoDist(Strict):
+class ParetoDist(DistBase):
     """Pareto (heavy tail) with minimum ``scale`` (x_m) and tail index ``shape`` (a):
     mean a x_m/(a-1) for a > 1; variance x_m^2 a/((a-1)^2 (a-2)) for a > 2."""
 
@@ -91,7 +165,7 @@ class ParetoDist(Strict):
     scale: PositiveFloat = 1.0
 
 
-class FromListDist(Strict):
+class FromListDist(DistBase):
     """Deterministic twin: the i-th draw is ``values[i % len(values)]`` (i = client id for
     per-client quantities, task index for per-task ones)."""
 
@@ -99,10 +173,13 @@ class FromListDist(Strict):
     values: Annotated[list[NonNegFloat], Field(min_length=1)]
 
 
-Distribution = Annotated[
-    ConstantDist | UniformDist | ExponentialDist | LognormalDist | ParetoDist | FromListDist,
-    Field(discriminator="dist"),
-]
+DISTRIBUTIONS = ComponentUnion(DIST_CONFIGS, "dist")
+DISTRIBUTIONS.register(ConstantDist, UniformDist, ExponentialDist, LognormalDist, ParetoDist, FromListDist)
+
+if TYPE_CHECKING:
+    Distribution = ConstantDist | UniformDist | ExponentialDist | LognormalDist | ParetoDist | FromListDist
+else:
+    Distribution = Annotated[DistBase, DISTRIBUTIONS]
 
 
 def _number_is_constant(value: Any) -> Any:
@@ -120,7 +197,12 @@ def _number_is_constant(value: Any) -> Any:
 # ------------------------------------------------------------------------------------------------
 
 
-class SGDHyper(Strict):
+class AlgorithmBase(Strict):
+    """Base of client-rule configs (tag ``name``). A rule's hyperparameters are written once, in
+    its config class here; the rule class (asyncfl.algorithms) subclasses it."""
+
+
+class SGDHyper(AlgorithmBase):
     """Local SGD shared by the non-personalized baselines: ``local_steps`` minibatch steps of size
     ``batch_size`` (null: the client's full training set) with step ``lr``. ``weight_decay``: mu,
     adds mu/2 ||w||^2 to the local objective. ``prox``: rho, adds rho/2 ||w - w_0||^2 (w_0 the
@@ -158,7 +240,7 @@ class LocalConfig(SGDHyper):
     name: Literal["local"] = "local"
 
 
-class PerFedAvgConfig(Strict):
+class PerFedAvgConfig(AlgorithmBase):
     """Per-FedAvg (Fallah, Mokhtari, Ozdaglar 2020). Per local step, three minibatches D, D', D'':
     w_tmp = w - alpha grad f(w; D); g = grad f(w_tmp; D');
     fo: w <- w - beta g;  hf/exact: w <- w - beta (g - alpha d), d ~ Hessian f(w; D'') g."""
@@ -172,7 +254,7 @@ class PerFedAvgConfig(Strict):
     batch_size: PositiveInt | None = 32
 
 
-class PFedMeConfig(Strict):
+class PFedMeConfig(AlgorithmBase):
     """pFedMe (Dinh, Tran, Nguyen 2020), Moreau envelope. Per local round:
     theta ~ argmin f(theta; D) + lam/2 ||theta - w||^2 by ``inner_steps`` (K) steps of
     ``personal_lr``; then w <- w - eta lam (w - theta). ``weight_decay`` adds wd/2 ||theta||^2 to
@@ -189,10 +271,13 @@ class PFedMeConfig(Strict):
     weight_decay: NonNegFloat = 0.0
 
 
-AlgorithmConfig = Annotated[
-    FedAvgConfig | FedAsyncConfig | FedBuffConfig | LocalConfig | PerFedAvgConfig | PFedMeConfig,
-    Field(discriminator="name"),
-]
+ALGORITHM_UNION = ComponentUnion(ALGORITHM_CONFIGS, "name")
+ALGORITHM_UNION.register(FedAvgConfig, FedAsyncConfig, FedBuffConfig, LocalConfig, PerFedAvgConfig, PFedMeConfig)
+
+if TYPE_CHECKING:
+    AlgorithmConfig = FedAvgConfig | FedAsyncConfig | FedBuffConfig | LocalConfig | PerFedAvgConfig | PFedMeConfig
+else:
+    AlgorithmConfig = Annotated[AlgorithmBase, ALGORITHM_UNION]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -412,18 +497,26 @@ class LeafData(DataCommon):
     image_size: PositiveInt = 84
 
 
-DataConfig = Annotated[
-    SyntheticData | QuadraticData | TorchvisionData | LeafData, Field(discriminator="dataset")
-]
+DATA_UNION = ComponentUnion(DATA_CONFIGS, "dataset")
+DATA_UNION.register(SyntheticData, QuadraticData, TorchvisionData, LeafData)
+
+if TYPE_CHECKING:
+    DataConfig = SyntheticData | QuadraticData | TorchvisionData | LeafData
+else:
+    DataConfig = Annotated[DataCommon, DATA_UNION]
 
 
-class LogRegModel(Strict):
+class ModelBase(Strict):
+    """Base of model configs (tag ``name``); a plug-in model subclasses it."""
+
+
+class LogRegModel(ModelBase):
     """Multinomial logistic regression (one linear layer)."""
 
     name: Literal["logreg"] = "logreg"
 
 
-class MLPModel(Strict):
+class MLPModel(ModelBase):
     """Fully connected network; default 784-80-60-10 with ELU (Per-FedAvg)."""
 
     name: Literal["mlp"] = "mlp"
@@ -431,14 +524,14 @@ class MLPModel(Strict):
     activation: Literal["elu", "relu", "tanh", "sigmoid"] = "elu"
 
 
-class DNNModel(Strict):
+class DNNModel(ModelBase):
     """pFedMe's networks: one hidden layer (100 for MNIST, 20 for Synthetic) with ReLU."""
 
     name: Literal["dnn"] = "dnn"
     hidden: PositiveInt | None = None
 
 
-class CNNModel(Strict):
+class CNNModel(ModelBase):
     """LeNet-style two-convolution network (no batch norm)."""
 
     name: Literal["cnn"] = "cnn"
@@ -446,7 +539,7 @@ class CNNModel(Strict):
     hidden: PositiveInt = 512
 
 
-class CharLSTMModel(Strict):
+class CharLSTMModel(ModelBase):
     """Embedding -> LSTM -> linear on the last step: next character for Shakespeare, sentiment
     of word-id sequences for LEAF sent140 (the embedding's rows come from the data).
 
@@ -463,15 +556,19 @@ class CharLSTMModel(Strict):
     dense: NonNegInt = 0
 
 
-class QuadraticModel(Strict):
+class QuadraticModel(ModelBase):
     """The parameter vector w of the quadratic test problem (squared loss of a linear map)."""
 
     name: Literal["quadratic"] = "quadratic"
 
 
-ModelConfig = Annotated[
-    LogRegModel | MLPModel | DNNModel | CNNModel | CharLSTMModel | QuadraticModel, Field(discriminator="name")
-]
+MODEL_UNION = ComponentUnion(MODEL_CONFIGS, "name")
+MODEL_UNION.register(LogRegModel, MLPModel, DNNModel, CNNModel, CharLSTMModel, QuadraticModel)
+
+if TYPE_CHECKING:
+    ModelConfig = LogRegModel | MLPModel | DNNModel | CNNModel | CharLSTMModel | QuadraticModel
+else:
+    ModelConfig = Annotated[ModelBase, MODEL_UNION]
 
 
 class ClientsConfig(Strict):
@@ -484,15 +581,12 @@ class ClientsConfig(Strict):
 # System model
 # ------------------------------------------------------------------------------------------------
 
-DistField = Annotated[Distribution, Field(discriminator="dist")]
-
-
 class ComputeConfig(Strict):
     """``speed``: persistent per-client speed, samples per second. ``jitter``: per-task
     multiplicative factor on compute time (mean 1 is natural)."""
 
-    speed: DistField = Field(default_factory=lambda: LognormalDist(mean=1000.0, sigma=0.5))
-    jitter: DistField = Field(default_factory=lambda: ConstantDist(value=1.0))
+    speed: Distribution = Field(default_factory=lambda: LognormalDist(mean=1000.0, sigma=0.5))
+    jitter: Distribution = Field(default_factory=lambda: ConstantDist(value=1.0))
 
     @model_validator(mode="before")
     @classmethod
@@ -506,10 +600,10 @@ class NetworkConfig(Strict):
     """Per client, persistent: ``latency`` seconds per transfer and bandwidths in bytes per second;
     a transfer of B bytes takes latency + B / bandwidth, times the per-task ``jitter``."""
 
-    latency: DistField = Field(default_factory=lambda: ConstantDist(value=0.05))
-    download_bandwidth: DistField = Field(default_factory=lambda: LognormalDist(mean=2.0e6, sigma=0.5))
-    upload_bandwidth: DistField = Field(default_factory=lambda: LognormalDist(mean=1.0e6, sigma=0.5))
-    jitter: DistField = Field(default_factory=lambda: ConstantDist(value=1.0))
+    latency: Distribution = Field(default_factory=lambda: ConstantDist(value=0.05))
+    download_bandwidth: Distribution = Field(default_factory=lambda: LognormalDist(mean=2.0e6, sigma=0.5))
+    upload_bandwidth: Distribution = Field(default_factory=lambda: LognormalDist(mean=1.0e6, sigma=0.5))
+    jitter: Distribution = Field(default_factory=lambda: ConstantDist(value=1.0))
 
     @model_validator(mode="before")
     @classmethod
@@ -646,8 +740,6 @@ class Scenario(Strict):
             )
         if s.mode != "sync" and s.concurrency > self.clients.count:
             raise ValueError(f"server.concurrency ({s.concurrency}) must be <= clients.count ({self.clients.count})")
-        if self.algorithm.name == "local" and s.mode != "async":
-            pass  # local ignores the server; any mode runs clients independently
         if self.data.dataset == "quadratic" and self.model.name != "quadratic":
             raise ValueError("data.dataset quadratic needs model.name quadratic")
         if self.model.name == "quadratic" and self.data.dataset != "quadratic":
@@ -655,4 +747,70 @@ class Scenario(Strict):
         return self
 
 
-__all__ = ["Scenario"]
+def _rebuild_unions() -> None:
+    """After a registration: rebuild every model whose validator holds a ComponentUnion, inner
+    models first (a model embeds its fields' validators as they were when it was built)."""
+    for cls in (ComputeConfig, NetworkConfig, SystemConfig, ServerConfig, Scenario):
+        cls.model_rebuild(force=True)
+
+
+for _registry in (ALGORITHM_CONFIGS, DATA_CONFIGS, MODEL_CONFIGS, DIST_CONFIGS):
+    _registry.on_change(_rebuild_unions)
+
+
+def union_of(field: Any) -> tuple[str, list[type[BaseModel]]] | None:
+    """(tag, config classes) of a tagged-union field (a ComponentUnion or a discriminated Union of
+    models), or None. ``field``: a pydantic FieldInfo."""
+    for meta in field.metadata:
+        if isinstance(meta, ComponentUnion):
+            return meta.tag, meta.classes()
+    if isinstance(field.discriminator, str):
+        return field.discriminator, _models_in(field.annotation)
+    return None
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [c for a in get_args(annotation) for c in _models_in(a)]
+
+
+def tag_paths(cls: type[BaseModel] | None = None, prefix: str = "") -> dict[str, str]:
+    """Dotted path of every tagged union in the scenario -> its tag key, e.g. ``algorithm`` ->
+    ``name``, ``data`` -> ``dataset``, ``system.compute.speed`` -> ``dist``: the one place the
+    loader (--set re-tagging) and the sweep labels learn the tags from."""
+    out: dict[str, str] = {}
+    for name, field in (cls or Scenario).model_fields.items():
+        path = f"{prefix}{name}"
+        union = union_of(field)
+        if union is not None:
+            out[path] = union[0]
+            inner = union[1]
+        else:
+            inner = _models_in(field.annotation)
+        for sub in inner:
+            for k, v in tag_paths(sub, f"{path}.").items():
+                out.setdefault(k, v)
+    return out
+
+
+def tag_keys() -> tuple[str, ...]:
+    """The distinct tag keys, in the order they first appear: ``name``, ``dataset``, ``dist``, ``model``."""
+    return tuple(dict.fromkeys(tag_paths().values()))
+
+
+__all__ = [
+    "ALGORITHM_CONFIGS",
+    "DATA_CONFIGS",
+    "DIST_CONFIGS",
+    "MODEL_CONFIGS",
+    "AlgorithmBase",
+    "ComponentUnion",
+    "DataCommon",
+    "DistBase",
+    "ModelBase",
+    "Scenario",
+    "Strict",
+    "tag_keys",
+    "tag_paths",
+]
