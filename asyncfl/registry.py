@@ -100,8 +100,15 @@ class Registry(Generic[T]):
     def add(self, name: str, obj: T) -> None:
         self.register(name)(obj)
 
+    def remove(self, name: str) -> None:
+        """Unregister ``name`` (tests that register a toy component undo it)."""
+        del self._items[name]
+        for listener in self._listeners:
+            listener()
+
     def on_change(self, listener: Callable[[], None]) -> None:
-        """Call ``listener()`` after every later registration (the schema rebuilds its unions)."""
+        """Call ``listener()`` after every later registration or removal (the schema rebuilds its
+        unions)."""
         self._listeners.append(listener)
 
     def _add(self, name: str, obj: T) -> None:

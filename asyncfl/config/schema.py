@@ -173,13 +173,13 @@ class FromListDist(DistBase):
     values: Annotated[list[NonNegFloat], Field(min_length=1)]
 
 
-DISTRIBUTIONS = ComponentUnion(DIST_CONFIGS, "dist")
-DISTRIBUTIONS.register(ConstantDist, UniformDist, ExponentialDist, LognormalDist, ParetoDist, FromListDist)
+DIST_UNION = ComponentUnion(DIST_CONFIGS, "dist")
+DIST_UNION.register(ConstantDist, UniformDist, ExponentialDist, LognormalDist, ParetoDist, FromListDist)
 
 if TYPE_CHECKING:
     Distribution = ConstantDist | UniformDist | ExponentialDist | LognormalDist | ParetoDist | FromListDist
 else:
-    Distribution = Annotated[DistBase, DISTRIBUTIONS]
+    Distribution = Annotated[DistBase, DIST_UNION]
 
 
 def _number_is_constant(value: Any) -> Any:
@@ -801,9 +801,13 @@ def tag_keys() -> tuple[str, ...]:
 
 __all__ = [
     "ALGORITHM_CONFIGS",
+    "ALGORITHM_UNION",
     "DATA_CONFIGS",
+    "DATA_UNION",
     "DIST_CONFIGS",
+    "DIST_UNION",
     "MODEL_CONFIGS",
+    "MODEL_UNION",
     "AlgorithmBase",
     "ComponentUnion",
     "DataCommon",
@@ -813,4 +817,6 @@ __all__ = [
     "Strict",
     "tag_keys",
     "tag_paths",
+    "tag_values",
+    "union_of",
 ]
