@@ -30,7 +30,7 @@ TRAINING data; grad F_i(w) on the full training data by exact autograd through t
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from torch import Tensor
 from torch.func import grad
@@ -38,9 +38,8 @@ from torch.func import grad
 from asyncfl.algorithms.base import Batches, Rule, ServerRule, check_batches, samples_per_draw
 from asyncfl.algorithms.functional import gradient_descent, hvp, loss_grad
 from asyncfl.config.schema import PerFedAvgConfig
+from asyncfl.config.schema import PerFedAvgVariant as Variant
 from asyncfl.models.base import LossFn
-
-Variant = Literal["fo", "hf", "exact"]
 
 
 class PerFedAvg(PerFedAvgConfig, Rule):

@@ -210,10 +210,16 @@ class SGDHyper(AlgorithmBase):
     rho/2 ||x - x_tau||^2 (Xie et al. 2019), FedProx's mu; 0 (default) = plain local SGD."""
 
     lr: PositiveFloat = 0.05
+    """eta_l: local step size (per unit of loss gradient)."""
     local_steps: PositiveInt = 10
+    """S: local SGD steps per task."""
     batch_size: PositiveInt | None = 32
+    """B: samples per step; null = the client's full training set every step."""
     weight_decay: NonNegFloat = 0.0
+    """mu: L2 term mu/2 ||w||^2 added to the local objective (0 = none)."""
     prox: NonNegFloat = 0.0
+    """rho: proximal term rho/2 ||w - w_0||^2 toward the pulled model w_0 (FedAsync's rho,
+    FedProx's mu; 0 = none)."""
 
 
 class FedAvgConfig(SGDHyper):
@@ -240,18 +246,28 @@ class LocalConfig(SGDHyper):
     name: Literal["local"] = "local"
 
 
+PerFedAvgVariant = Literal["fo", "hf", "exact"]
+
+
 class PerFedAvgConfig(AlgorithmBase):
     """Per-FedAvg (Fallah, Mokhtari, Ozdaglar 2020). Per local step, three minibatches D, D', D'':
     w_tmp = w - alpha grad f(w; D); g = grad f(w_tmp; D');
     fo: w <- w - beta g;  hf/exact: w <- w - beta (g - alpha d), d ~ Hessian f(w; D'') g."""
 
     name: Literal["per_fedavg"] = "per_fedavg"
-    variant: Literal["fo", "hf", "exact"] = "hf"
+    variant: PerFedAvgVariant = "hf"
+    """fo: first order (no Hessian term); hf: Hessian-vector product by central difference of
+    radius delta; exact: autograd Hessian-vector product."""
     alpha: NonNegFloat = 0.01
+    """alpha: inner (personalization) step."""
     beta: PositiveFloat = 0.05
+    """beta: outer (meta) step."""
     delta: PositiveFloat = 1e-3
+    """delta: finite-difference radius of variant hf (unused otherwise)."""
     local_steps: PositiveInt = 10
+    """S: local steps per task (each draws D, D' and, unless fo, D'')."""
     batch_size: PositiveInt | None = 32
+    """B: samples in each of D, D', D''; null = the client's full training set for each."""
 
 
 class PFedMeConfig(AlgorithmBase):
@@ -263,12 +279,19 @@ class PFedMeConfig(AlgorithmBase):
 
     name: Literal["pfedme"] = "pfedme"
     lam: PositiveFloat = 15.0
+    """lambda: Moreau regularization (1 / loss units of ||w||^2)."""
     inner_steps: PositiveInt = 5
+    """K: inner steps toward theta per local round."""
     personal_lr: PositiveFloat = 0.01
+    """Inner step size of the theta problem."""
     eta: PositiveFloat = 0.01
+    """eta: local step on w."""
     local_rounds: PositiveInt = 10
+    """R: local rounds per task."""
     batch_size: PositiveInt | None = 32
+    """B: samples per local round's minibatch (reused by its K inner steps); null = full set."""
     weight_decay: NonNegFloat = 0.0
+    """mu: wd/2 ||theta||^2 added to the inner objective."""
 
 
 ALGORITHM_UNION = ComponentUnion(ALGORITHM_CONFIGS, "name")
