@@ -122,7 +122,9 @@ class Registry(Generic[T]):
         self._plugins_joined = True
         for name, comp in plugins(self.group).items():
             if name in self._items:
-                raise PluginError(f"plug-in {name!r} (group {self.group}) clashes with the built-in {self.kind} {name!r}")
+                raise PluginError(
+                    f"plug-in {name!r} (group {self.group}) clashes with the built-in {self.kind} {name!r}"
+                )
             self._items[name] = getattr(comp, self._part or "build")
 
     def get(self, name: str) -> T:

@@ -197,8 +197,18 @@ def test_a_plugin_run_equals_its_builtin_twin(runs: dict[str, Path]) -> None:
 
 def test_interrupted_plugin_run_resumes_byte_identical(site: Path, runs: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "term"
-    cmd = [sys.executable, "-m", "asyncfl", "run", str(runs["plugged.yaml"]), "--out", str(out), "--quiet",
-           "--checkpoint-every", "20"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "asyncfl",
+        "run",
+        str(runs["plugged.yaml"]),
+        "--out",
+        str(out),
+        "--quiet",
+        "--checkpoint-every",
+        "20",
+    ]
     proc = subprocess.Popen(cmd, env=_env(site), stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while not (out / "checkpoint").exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -243,7 +253,10 @@ def test_schema_and_errors_name_the_plugins(site: Path, tmp_path: Path) -> None:
     ("entry_points", "message"),
     [
         ("[asyncfl.models]\nlinear = asyncfl_missing:MODEL\n", "plug-in 'linear' (entry point 'asyncfl_missing:MODEL'"),
-        ("[asyncfl.models]\nlinear = asyncfl_toyplug:NOT_A_COMPONENT\n", "names int, not an asyncfl.registry.Component"),
+        (
+            "[asyncfl.models]\nlinear = asyncfl_toyplug:NOT_A_COMPONENT\n",
+            "names int, not an asyncfl.registry.Component",
+        ),
         ("[asyncfl.models]\nlogreg = asyncfl_toyplug:MODEL\n", "model 'logreg'"),
         ("[asyncfl.algorithms]\nother = asyncfl_toyplug:ALGORITHM\n", "must declare name: Literal['other']"),
     ],
