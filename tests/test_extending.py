@@ -264,3 +264,18 @@ def test_the_toys_are_complete(toys: None) -> None:
     """The toy registrations satisfy the same check the built-ins do."""
     for configs, impls in REGISTRY_PAIRS:
         assert configs.names() == impls.names()
+
+
+def test_resource_guard_sizes_the_toy_data_set_and_refuses_what_it_cannot(toys: None) -> None:
+    from asyncfl.runs.resources import estimate_scenario
+
+    sc = asyncfl.load_scenario(SCENARIO)
+    est = estimate_scenario(sc)
+    # footprint: 2 x 6 clients x 6 samples of 4 float32 features + 8 bytes, held ~3 times
+    assert est["data"] == 2 * 6 * 6 * (4 * 4 + 8) * 3
+    # one job: S = 2 steps x 1 draw x the client's 12 samples (batch None: per client) x bytes x 8
+    assert est["job"] == 2 * 1 * 12 * (4 * 4 + 8) * 8
+    DATASETS.remove("blobs")
+    DATASETS.add("blobs", build_blobs)  # type: ignore[arg-type]  # a bare builder: no footprint to ask
+    with pytest.raises(asyncfl.UserError, match=r"cannot estimate the memory of data set 'blobs'"):
+        asyncfl.run(SCENARIO)
