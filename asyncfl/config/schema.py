@@ -105,9 +105,16 @@ ALGORITHM_CONFIGS: Registry[type[BaseModel]] = Registry("algorithm", "algorithm.
 DATA_CONFIGS: Registry[type[BaseModel]] = Registry("data set", "data.dataset", plugin_part="config")
 MODEL_CONFIGS: Registry[type[BaseModel]] = Registry("model", "model.name", plugin_part="config")
 DIST_CONFIGS: Registry[type[BaseModel]] = Registry("distribution", "dist", plugin_part="config")
-# Staleness weights and selection strategies: their registries are the server rule's
-# (asyncfl.sim); to take plug-ins, hold their configs in a Registry(..., plugin_part="config") of
-# kind "staleness weight" / "selection strategy" and annotate the field with a ComponentUnion.
+# Plug-in hooks of staleness weights and selection strategies (entry-point groups
+# asyncfl.staleness_weights and asyncfl.selection, asyncfl.registry.GROUPS). Their implementation
+# registries live in asyncfl/sim; to let plug-ins in, for each kind:
+#   here:     WEIGHT_CONFIGS = Registry("staleness weight", "server.staleness_weight.name", plugin_part="config")
+#             WEIGHT_UNION = ComponentUnion(WEIGHT_CONFIGS, "name"); WEIGHT_UNION.register(ConstantWeight, ...)
+#             and type the field ``Annotated[Strict, WEIGHT_UNION]`` (as AlgorithmConfig is typed);
+#   in sim/:  pass plugin_part="build" to that kind's implementation Registry;
+#   here:     add WEIGHT_CONFIGS to the on_change loop at the end of this module, and the model
+#             that holds the field (ServerConfig) to _rebuild_unions.
+# ("selection strategy": the same with the selection field's tag.)
 
 
 # ------------------------------------------------------------------------------------------------
