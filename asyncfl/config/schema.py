@@ -780,6 +780,7 @@ class Scenario(Strict):
 def _rebuild_unions() -> None:
     """After a registration: rebuild every model whose validator holds a ComponentUnion, inner
     models first (a model embeds its fields' validators as they were when it was built)."""
+    _TAGS.clear()
     for cls in (ComputeConfig, NetworkConfig, SystemConfig, ServerConfig, Scenario):
         cls.model_rebuild(force=True)
 
@@ -805,12 +806,20 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
     return [c for a in get_args(annotation) for c in _models_in(a)]
 
 
+_TAGS: dict[str, str] = {}
+"""tag_paths() of the scenario, cached until the next registration (_rebuild_unions clears it)."""
+
+
 def tag_paths(cls: type[BaseModel] | None = None, prefix: str = "") -> dict[str, str]:
     """Dotted path of every tagged union in the scenario -> its tag key, e.g. ``algorithm`` ->
     ``name``, ``data`` -> ``dataset``, ``system.compute.speed`` -> ``dist``: the one place the
     loader (--set re-tagging) and the sweep labels learn the tags from."""
+    if cls is None:
+        if not _TAGS:
+            _TAGS.update(tag_paths(Scenario))
+        return dict(_TAGS)
     out: dict[str, str] = {}
-    for name, field in (cls or Scenario).model_fields.items():
+    for name, field in cls.model_fields.items():
         path = f"{prefix}{name}"
         union = union_of(field)
         if union is not None:
