@@ -162,6 +162,15 @@ def _cli(site: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
     return res
 
 
+def _choices(prop: dict[str, Any]) -> dict[str, str]:
+    """The tag -> definition mapping of a tagged key's JSON schema (its mapping form among the
+    shorthand forms of anyOf)."""
+    for form in [prop, *prop.get("anyOf", [])]:
+        if "discriminator" in form:
+            return dict(form["discriminator"]["mapping"])
+    raise AssertionError(f"no tagged union in {prop}")
+
+
 def _same_outputs(a: Path, b: Path) -> None:
     for name in ("events.csv", "metrics.csv"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
@@ -235,12 +244,13 @@ def test_two_point_sweep_over_a_plugin_hyperparameter(site: Path, runs: dict[str
 
 def test_schema_and_errors_name_the_plugins(site: Path, tmp_path: Path) -> None:
     schema = json.loads(_cli(site, "schema").stdout)
-    mapping = schema["properties"]["algorithm"]["discriminator"]["mapping"]
+    props = schema["properties"]
+    mapping = _choices(props["algorithm"])
     assert mapping["scaled_avg"] == "#/$defs/ScaledAvgConfig" and "fedavg" in mapping
     assert "scale" in schema["$defs"]["ScaledAvgConfig"]["properties"]
-    assert "linear" in schema["properties"]["model"]["discriminator"]["mapping"]
-    assert "synth_twin" in schema["properties"]["data"]["discriminator"]["mapping"]
-    assert "FixedDist" in schema["$defs"]
+    assert "linear" in _choices(props["model"]) and "synth_twin" in _choices(props["data"])
+    latency = schema["$defs"]["NetworkConfig"]["properties"]["latency"]
+    assert _choices(latency)["fixed"] == "#/$defs/FixedDist"
     bad = write_scenario(tmp_path / "bad.yaml", {**PLUGGED, "algorithm": {"name": "scaled_avg", "scale": 0}})
     res = _cli(site, "run", str(bad), check=False)
     assert res.returncode == 2 and "algorithm.scale" in res.stderr and "Traceback" not in res.stderr

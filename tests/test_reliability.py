@@ -320,3 +320,117 @@ def test_fuzzed_scenarios_and_arguments_run_or_exit_with_one_line(
         assert err.count("\n") == 1 and err.startswith("asyncfl: error:"), err
     if code == 3:
         assert err.startswith("asyncfl: error: diverged:"), err
+
+
+# ------------------------------------------------------------------------------------------------
+# Fuzzing the sizes of --grid/--set values and the strictness of scenario types (issue 15).
+# ------------------------------------------------------------------------------------------------
+
+
+def _sized_value(kind: str, n: int) -> str:
+    """A --grid/--set value text of a given shape: n values, nesting n deep, an alias tree of
+    depth n (9^n values), or n characters."""
+    if kind == "values":
+        return ",".join(f"0.{i:05d}1" for i in range(1, n + 1))
+    if kind == "list":
+        return "[" + ", ".join(["1"] * n) + "]"
+    if kind == "nest":
+        return "[" * n + "]" * n
+    if kind == "alias":
+        parts = ["&a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"] + [f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, n)]
+        return "[" + ", ".join(parts) + "]"
+    return "0.5" + "0" * (n - 3)  # "long": a valid number, n characters
+
+
+SIZED = st.one_of(
+    st.tuples(st.just("values"), st.sampled_from([1, 2, 7, 10_001, 11_000])),
+    st.tuples(st.just("list"), st.sampled_from([1, 9_999, 10_001, 30_000])),
+    st.tuples(st.just("nest"), st.integers(1, 60)),
+    st.tuples(st.just("alias"), st.integers(1, 9)),
+    st.tuples(st.just("long"), st.sampled_from([5, 16_384, 16_385, 70_000])),
+)
+
+
+@settings(max_examples=int(os.environ.get("ASYNCFL_FUZZ_EXAMPLES_SIZES", "60")), deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(shape=SIZED, option=st.sampled_from(["--grid", "--set"]), seeds=st.sampled_from([None, "2", "20000"]))
+def test_fuzzed_grid_and_set_sizes_plan_or_exit_2_at_once(
+    tmp_path_factory: pytest.TempPathFactory, shape: tuple[str, int], option: str, seeds: str | None
+) -> None:
+    """Any size of --grid/--set value (many values, deep nesting, alias bombs, long text) and any
+    --seeds either plans the sweep or exits 2 with one line, within seconds (no hang)."""
+    import contextlib
+    import io
+
+    tmp = tmp_path_factory.mktemp("sizes")
+    scen = write_scenario(tmp / "s.yaml", {**FUZZ_BASE, "stop": {"server_steps": 2}})
+    text = _sized_value(*shape)
+    key = "algorithm.lr"
+    if option == "--set" and shape[0] == "values":
+        text = text.split(",")[0] if shape[1] < 10 else text  # --set takes one value
+    args = ["sweep", str(scen), "--out", str(tmp / "out"), "--dry-run", option, f"{key}={text}"]
+    if seeds:
+        args += ["--seeds", seeds]
+    err = io.StringIO()
+    t0 = time.perf_counter()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(args)
+    took = time.perf_counter() - t0
+    assert code in (0, 2), err.getvalue()
+    if code == 2:
+        assert err.getvalue().count("\n") == 1 and err.getvalue().startswith("asyncfl: error:"), err.getvalue()
+        assert took < 5.0, f"refusing took {took:.1f} s: {shape} {option}"
+
+
+WRONG = {  # per leaf type, values of another type a scenario file might hold by mistake
+    "number": [True, False, "0.5", "1e-3", "1", [0.5], {"v": 1}],
+    "count": [True, False, 2.5, 3.0, "3", "x", [3]],
+    "bool": [0, 1, "true", "yes", 1.0, [True]],
+    "string": [1, 2.5, True, ["x"]],
+}
+
+
+def _leaves(node: Any, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str]]:
+    out: list[tuple[tuple[str, ...], str]] = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out.extend(_leaves(v, (*prefix, k)))
+    elif isinstance(node, bool):
+        out.append((prefix, "bool"))
+    elif isinstance(node, int):
+        out.append((prefix, "count"))
+    elif isinstance(node, float):
+        out.append((prefix, "number"))
+    elif isinstance(node, str):
+        out.append((prefix, "string"))
+    return out
+
+
+LEAVES = _leaves(RESOLVED)
+
+
+@settings(max_examples=int(os.environ.get("ASYNCFL_FUZZ_EXAMPLES_TYPES", "200")), deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(leaf=st.sampled_from(LEAVES), pick=st.integers(0, 6), via_set=st.booleans())
+def test_fuzzed_wrong_types_are_refused_naming_the_key(leaf: tuple[tuple[str, ...], str], pick: int, via_set: bool) -> None:
+    """A bool, a numeric string or a float where another type goes is refused, in a file or with
+    --set, with one line that starts with the key (never coerced: `lr: true` was lr = 1.0)."""
+    from asyncfl.config import apply_overrides, validate
+    from asyncfl.errors import ScenarioError
+    from asyncfl.study.sweep_plan import value_text
+
+    path, kind = leaf
+    value = WRONG[kind][pick % len(WRONG[kind])]
+    data = json.loads(json.dumps(RESOLVED))
+    if via_set:
+        data = apply_overrides(data, [f"{'.'.join(path)}={value_text(value)}"])
+    else:
+        cursor = data
+        for part in path[:-1]:
+            cursor = cursor[part]
+        cursor[path[-1]] = value
+    with pytest.raises(ScenarioError) as info:
+        validate(data)
+    line = str(info.value)
+    assert "\n" not in line
+    assert line.startswith(".".join(path) + ":"), (path, value, line)

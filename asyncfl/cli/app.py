@@ -50,6 +50,11 @@ def make_parser() -> argparse.ArgumentParser:
     d.add_argument("--csv", default=None, help="also save the per-client table as CSV")
     d.add_argument("--rows", type=whole_number(0), default=10, help="clients shown in the text summary")
     add_run_args(d)
+    d = dsub.add_parser("convert-trace", help="convert a FedScale device-capacity or behaviour trace (pickle) to CSV")
+    d.add_argument("input", help="FedScale trace pickle (client_device_capacity or client_behave_trace)")
+    d.add_argument("output", help="CSV to write: a system.profile file or an availability trace")
+    d.add_argument("--flops-per-sample", type=float, default=None,
+                   help="forward FLOPs per sample of the benchmarked model: also write flops_per_s")
 
     from asyncfl.cli import bench, study
 
@@ -83,13 +88,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from asyncfl.config.schema import Scenario
+    from asyncfl.config.schema import scenario_json_schema
 
-    print(json.dumps(Scenario.model_json_schema(), indent=2))
+    print(json.dumps(scenario_json_schema(), indent=2))
     return 0
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    if args.data_command == "convert-trace":
+        from asyncfl.data.traces import convert_trace
+
+        print(convert_trace(Path(args.input), Path(args.output), args.flops_per_sample))
+        return 0
     from asyncfl.data.describe import describe, describe_figure, summary_text
     from asyncfl.data.registry import build_data
 

@@ -90,7 +90,8 @@ def _absolute(path: str, base_dir: Path) -> str:
 
 
 def absolutize(scenario: Scenario, base_dir: Path) -> Scenario:
-    """The scenario with relative paths (data.root, data.images, system.profile) made absolute
+    """The scenario with relative paths (data.root, data.images, system.profile, the availability
+    trace) made absolute
     against ``base_dir`` (the scenario file's folder; ``~`` is the user's home), so the resolved
     scenario.yaml reruns anywhere."""
     update: dict[str, Any] = {}
@@ -99,10 +100,34 @@ def absolutize(scenario: Scenario, base_dir: Path) -> Scenario:
     data_paths = {k: v for k, v in data_paths.items() if v != paths[k]}
     if data_paths:
         update["data"] = scenario.data.model_copy(update=data_paths)
+    system: dict[str, Any] = {}
     profile = scenario.system.profile
     if profile is not None and _absolute(profile, base_dir) != profile:
-        update["system"] = scenario.system.model_copy(update={"profile": _absolute(profile, base_dir)})
+        system["profile"] = _absolute(profile, base_dir)
+    avail = scenario.system.availability
+    trace = getattr(avail, "path", None)
+    if trace is not None and _absolute(trace, base_dir) != trace:
+        system["availability"] = avail.model_copy(update={"path": _absolute(trace, base_dir)})
+    if system:
+        update["system"] = scenario.system.model_copy(update=system)
     return scenario.model_copy(update=update) if update else scenario
+
+
+def gradient_flops_per_sample(model: FlatModel, data: FederatedData, w: torch.Tensor, batch: int = 8) -> float:
+    """FLOPs of one per-sample gradient of the model's loss (forward and backward), counted once
+    per model by torch's ``FlopCounterMode`` on ``torch.func.grad`` of the loss over the first
+    ``batch`` training samples, divided by the batch. The counter counts matrix products and
+    convolutions (elementwise operations are not counted), so logistic regression on d features
+    and C classes costs 4 d C: 2 d C forward, 2 d C for the weight gradient."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    b = max(1, min(batch, int(data.train_x.shape[0])))
+    x, y = data.train_x[:b], data.train_y[:b]
+    m = torch.ones(b, dtype=w.dtype, device=w.device)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        torch.func.grad(model.loss)(w, x, y, m)
+    return float(counter.get_total_flops()) / b
 
 
 def build(
@@ -145,7 +170,11 @@ def build(
     if scenario.system.speed_by_label > 0:
         frac = data.mean_label_fraction()
         multiplier = 1.0 + scenario.system.speed_by_label * (frac - 0.5)
-    engine = Engine.from_scenario(scenario, backend, base, multiplier, snapshot=snapshot)
+    # FLOPs of one task per client: the rule's per-sample gradient evaluations x the model's FLOPs
+    # per per-sample gradient (the system model's compute.model flops; recorded in events.csv).
+    work = np.array([backend.task_work(c) for c in range(data.num_clients)], dtype=np.float64)  # type: ignore[arg-type]
+    task_flops = work * gradient_flops_per_sample(model, data, w0)
+    engine = Engine.from_scenario(scenario, backend, base, multiplier, snapshot=snapshot, task_flops=task_flops)
     # Updates certain to be dropped as stale are never computed (empty unless async + drop).
     executor.before_chunk = lambda: backend.cancel_certain_drops(engine.certain_drops())
     return Built(scenario, dev, data, model, backend, engine)

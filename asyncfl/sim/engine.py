@@ -193,7 +193,7 @@ def _enc_event(r: EventRecord | None) -> list[Any] | None:
 def _dec_event(v: list[Any] | None) -> EventRecord | None:
     if v is None:
         return None
-    (task, client, t0, arr, base, sv, tau, status, w, d, c, u, av) = v
+    (task, client, t0, arr, base, sv, tau, status, w, d, c, u, av, *_) = v  # a 14th (flops) is refilled
     return EventRecord(task, client, _dec(t0), _dec(arr), base, sv, tau, status, _dec(w), _dec(d), _dec(c), _dec(u), av)
 
 
@@ -310,10 +310,12 @@ class Engine:
         speed_multiplier: npt.ArrayLike | None = None,
         on_step: Callable[[Engine], None] | None = None,
         snapshot: dict[str, Any] | None = None,
+        task_flops: npt.ArrayLike | None = None,
     ) -> Engine:
         """Build the system model, availability and engine a scenario describes (``task_work`` and
-        ``model_bytes`` come from the backend); with ``snapshot``, restore that state."""
-        system, availability = build_system(scenario, backend, base_dir, speed_multiplier)
+        ``model_bytes`` come from the backend, ``task_flops`` from the runner); with
+        ``snapshot``, restore that state."""
+        system, availability = build_system(scenario, backend, base_dir, speed_multiplier, task_flops)
         n = system.num_clients
         args = (scenario.server, scenario.stop, scenario.eval, n, system, availability, backend, scenario.seed)
         if snapshot is not None:
@@ -371,7 +373,12 @@ class Engine:
         metrics = self._metrics
         self._metrics = []
         self._metrics_drained += len(metrics)
-        return events, metrics  # type: ignore[return-value]  # the prefix holds no placeholder
+        return self._with_flops(events), metrics  # type: ignore[arg-type]  # the prefix holds no placeholder
+
+    def _with_flops(self, events: list[EventRecord]) -> list[EventRecord]:
+        """The records with their ``flops`` (the system model's per-client task FLOPs)."""
+        flops = self.system.task_flops.tolist()
+        return [e._replace(flops=flops[e.client]) for e in events]
 
     @property
     def drained(self) -> tuple[int, int]:
@@ -380,7 +387,7 @@ class Engine:
 
     def result(self) -> EngineResult:
         """The records not yet drained (a waiting update appears as ``buffered``) and totals."""
-        events = [r if r is not None else self._waiting_record(i) for i, r in enumerate(self._events)]
+        events = self._with_flops([r if r is not None else self._waiting_record(i) for i, r in enumerate(self._events)])
         reason = self._stopping or ("diverged" if self._diverged else "interrupted" if self._interrupted else "running")
         t = self._end_time if self._finished else self.now
         return EngineResult(events, list(self._metrics), self.counts, self._version, t, reason)
@@ -890,12 +897,16 @@ def build_system(
     backend: Backend,
     base_dir: Path | str | None = None,
     speed_multiplier: npt.ArrayLike | None = None,
+    task_flops: npt.ArrayLike | None = None,
 ) -> tuple[SystemModel, Availability]:
-    """The system model (task work and model size from the backend) and availability of a scenario."""
+    """The system model (task work and model size from the backend; ``task_flops``: FLOPs per task
+    per client, counted by the runner) and availability of a scenario."""
     n = scenario.clients.count
     work = np.array([backend.task_work(c) for c in range(n)], dtype=np.float64)  # type: ignore[arg-type]
-    system = SystemModel(scenario.system, n, scenario.seed, work, backend.model_bytes, speed_multiplier, base_dir)
-    return system, make_availability(scenario.system.availability, n, scenario.seed)
+    system = SystemModel(
+        scenario.system, n, scenario.seed, work, backend.model_bytes, speed_multiplier, base_dir, task_flops
+    )
+    return system, make_availability(scenario.system.availability, n, scenario.seed, base_dir)
 
 
 __all__ = ["COUNT_KEYS", "Engine", "EngineResult", "build_system"]
