@@ -100,6 +100,7 @@ DATA = Component(
 )
 DELAY = Component(config=FixedDist, build=lambda cfg: Constant(cfg.seconds))
 NOT_A_COMPONENT = 42
+NOT_A_MODEL = Component(config=dict, build=build_linear)
 '''
 
 ENTRY_POINTS = """
@@ -268,6 +269,7 @@ def test_schema_and_errors_name_the_plugins(site: Path, tmp_path: Path) -> None:
             "names int, not an asyncfl.registry.Component",
         ),
         ("[asyncfl.models]\nlogreg = asyncfl_toyplug:MODEL\n", "model 'logreg'"),
+        ("[asyncfl.models]\nlinear = asyncfl_toyplug:NOT_A_MODEL\n", "is not a pydantic model class"),
         ("[asyncfl.algorithms]\nother = asyncfl_toyplug:ALGORITHM\n", "must declare name: Literal['other']"),
     ],
 )

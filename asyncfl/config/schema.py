@@ -188,6 +188,8 @@ class ComponentUnion:
 
     def choices(self) -> Iterator[tuple[str, type[BaseModel]]]:
         for name, cls in self.registry.items():
+            if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
+                raise PluginError(f"{self.registry.kind} {name!r}: its config {cls!r} is not a pydantic model class")
             if name not in tag_values(cls, self.tag):
                 raise PluginError(
                     f"{self.registry.kind} {name!r}: its config {cls.__name__} must declare "
