@@ -49,6 +49,11 @@ class RunDirError(UserError):
     """A run directory is missing, incomplete or not an asyncfl run."""
 
 
+class PluginError(UserError):
+    """An installed plug-in (a Python entry point of an ``asyncfl.*`` group) fails to load or
+    declares an invalid component (exit 2)."""
+
+
 class DamagedRunDirError(RunDirError):
     """A file of a run directory that cannot be what asyncfl wrote: not UTF-8, nested too deeply,
     a number too long, too large, a symbolic link or no regular file (exit 2)."""
@@ -119,6 +124,7 @@ __all__ = [
     "DataNotFoundError",
     "DiskFullError",
     "DivergedError",
+    "PluginError",
     "RunDirError",
     "ScenarioError",
     "UserError",

@@ -22,6 +22,7 @@ from asyncfl.algorithms import ALGORITHMS, Batches, FedAsync, FedAvg, FedBuff, L
 from asyncfl.algorithms.base import ClientRule, check_batches
 from asyncfl.algorithms.functional import curvature_bound, hvp
 from asyncfl.config.schema import (
+    ALGORITHM_CONFIGS,
     FedAsyncConfig,
     FedAvgConfig,
     FedBuffConfig,
@@ -398,17 +399,23 @@ def test_vmapped_client_update_equals_a_loop(key: str) -> None:
 
 def test_registry_names_and_class_attributes() -> None:
     assert ALGORITHMS.names() == ["fedasync", "fedavg", "fedbuff", "local", "per_fedavg", "pfedme"]
-    expected: dict[str, tuple[Any, str, str]] = {
-        "fedavg": (FedAvg, "none", "delta"),
-        "fedasync": (FedAsync, "none", "mixing"),
-        "fedbuff": (FedBuff, "none", "delta"),
-        "local": (Local, "none", "none"),
-        "per_fedavg": (PerFedAvg, "maml", "delta"),
-        "pfedme": (PFedMe, "moreau", "delta"),
+    expected: dict[str, tuple[type[Any], str]] = {
+        "fedavg": (FedAvg, "delta"),
+        "fedasync": (FedAsync, "mixing"),
+        "fedbuff": (FedBuff, "delta"),
+        "local": (Local, "none"),
+        "per_fedavg": (PerFedAvg, "delta"),
+        "pfedme": (PFedMe, "delta"),
     }
-    for name, (cls, family, server_rule) in expected.items():
-        assert ALGORITHMS.get(name) is cls
-        assert (cls.name, cls.family, cls.server_rule) == (name, family, server_rule)
+    for name, (cls, server_rule) in expected.items():
+        assert ALGORITHMS.get(name) is expected[name][0]
+        assert (cls.model_fields["name"].default, cls.server_rule) == (name, server_rule)
+        # the rule IS its schema config (hyperparameters written once): same fields, same defaults
+        config = ALGORITHM_CONFIGS.get(name)
+        assert issubclass(cls, config)
+        assert {k: f.default for k, f in config.model_fields.items()}.items() <= {
+            k: f.default for k, f in cls.model_fields.items()
+        }.items()
     with pytest.raises(ScenarioError, match=r"algorithm\.name.*allowed: fedasync"):
         ALGORITHMS.get("fedprox")
 

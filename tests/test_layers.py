@@ -47,12 +47,95 @@ def test_results_layer_imports_no_simulator() -> None:
     assert "simpy" not in mods
 
 
-def test_public_api() -> None:
+PUBLIC_FUNCTIONS = {"load_run", "load_scenario", "load_study", "load_sweep", "resume", "run", "sweep"}
+PUBLIC_TYPES = {"RunResult", "Scenario", "Study", "SweepResult"}
+PUBLIC_ERRORS = {
+    "AsyncFLError",
+    "DamagedRunDirError",
+    "DataNotFoundError",
+    "DiskFullError",
+    "DivergedError",
+    "PluginError",
+    "RunDirError",
+    "RunInterrupted",
+    "ScenarioError",
+    "SweepFailedError",
+    "SweepInterrupted",
+    "UserError",
+}
+
+# Low-level signals of asyncfl.bounded that every caller turns into a DamagedRunDirError or a
+# DataNotFoundError naming the file (tests/test_damaged_run_dirs.py): they never reach a user.
+INTERNAL_SIGNALS = {"InputLimitError", "SymlinkError"}
+
+
+def test_public_api_is_exactly_all() -> None:
     import asyncfl
 
+    assert sorted(asyncfl.__all__) == sorted(PUBLIC_FUNCTIONS | PUBLIC_TYPES | PUBLIC_ERRORS | {"__version__"})
+    assert len(asyncfl.__all__) == len(set(asyncfl.__all__))
     for name in asyncfl.__all__:
         assert getattr(asyncfl, name) is not None, name
-    assert {"run", "load_run", "load_scenario", "Scenario", "load_sweep"} <= set(asyncfl.__all__)
+    assert isinstance(asyncfl.__version__, str)
+    for name in PUBLIC_FUNCTIONS:
+        assert callable(getattr(asyncfl, name)), name
+    for name in PUBLIC_TYPES | PUBLIC_ERRORS:
+        assert isinstance(getattr(asyncfl, name), type), name
+
+
+def test_public_functions_return_exported_types() -> None:
+    """What a public function returns is importable from asyncfl itself (pandas frames aside)."""
+    import typing
+
+    import pandas as pd
+
+    import asyncfl
+
+    expected = {
+        "load_scenario": asyncfl.Scenario,
+        "run": asyncfl.RunResult,
+        "resume": asyncfl.RunResult,
+        "load_run": asyncfl.RunResult,
+        "sweep": asyncfl.SweepResult,
+        "load_sweep": pd.DataFrame,
+        "load_study": asyncfl.Study,
+    }
+    assert set(expected) == PUBLIC_FUNCTIONS
+    for name, cls in expected.items():
+        assert typing.get_type_hints(getattr(asyncfl, name))["return"] is cls, name
+
+
+def test_public_errors_are_exported_and_catchable() -> None:
+    """Every non-private exception class asyncfl defines (outside the CLI's own) is exported, and
+    every user-facing one is an AsyncFLError with an exit code."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import asyncfl
+
+    found: set[str] = set()
+    for info in pkgutil.walk_packages(asyncfl.__path__, "asyncfl."):
+        if info.name.startswith("asyncfl.cli") or info.name == "asyncfl.__main__":
+            continue  # the CLI's signal errors never leave the process
+        module = importlib.import_module(info.name)
+        for cname, obj in vars(module).items():
+            if (
+                inspect.isclass(obj)
+                and issubclass(obj, BaseException)
+                and obj.__module__ == info.name
+                and not cname.startswith("_")
+            ):
+                found.add(cname)
+    assert found == PUBLIC_ERRORS | INTERNAL_SIGNALS
+    for name in PUBLIC_ERRORS - {"RunInterrupted"}:
+        assert issubclass(getattr(asyncfl, name), asyncfl.AsyncFLError), name
+    assert issubclass(asyncfl.UserError, asyncfl.AsyncFLError)
+    assert issubclass(asyncfl.DamagedRunDirError, asyncfl.RunDirError)
+    assert asyncfl.DiskFullError.exit_code == 4
+    for name in ("ScenarioError", "DataNotFoundError", "RunDirError", "PluginError"):
+        assert issubclass(getattr(asyncfl, name), asyncfl.UserError), name
+        assert getattr(asyncfl, name).exit_code == 2, name
 
 
 # ------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@
 - :mod:`.registry`: ``algorithm.name`` -> rule class; :func:`build_rule`.
 """
 
-from asyncfl.algorithms.base import Batches, ClientRule, Family, ServerRule
+from asyncfl.algorithms.base import Batches, ClientRule, Rule, ServerRule
 from asyncfl.algorithms.evaluation import evaluate, evaluate_client_models, personalized_models
 from asyncfl.algorithms.per_fedavg import PerFedAvg
 from asyncfl.algorithms.pfedme import PFedMe
@@ -21,7 +21,6 @@ __all__ = [
     "ALGORITHMS",
     "Batches",
     "ClientRule",
-    "Family",
     "FedAsync",
     "FedAvg",
     "FedBuff",
@@ -29,6 +28,7 @@ __all__ = [
     "LocalSGD",
     "PFedMe",
     "PerFedAvg",
+    "Rule",
     "ServerRule",
     "apply_step",
     "build_rule",

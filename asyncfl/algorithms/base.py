@@ -9,14 +9,16 @@ the executor draws all minibatches up front from the client's own stream (see ``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal, Protocol
+from typing import ClassVar, Literal, Protocol, TypeVar
 
+from pydantic import BaseModel
 from torch import Tensor
 
+from asyncfl.config.schema import AlgorithmBase
 from asyncfl.models.base import LossFn
 
-Family = Literal["maml", "moreau", "none"]
 ServerRule = Literal["delta", "mixing", "none"]
+_R = TypeVar("_R", bound="Rule")
 
 
 @dataclass(frozen=True)
@@ -37,13 +39,9 @@ class Batches:
 class ClientRule(Protocol):
     """What the executor and evaluator need from an algorithm.
 
-    ``family``: which personalisation the evaluator applies (maml: adapt_steps SGD steps of step
-    alpha; moreau: theta(w) by the inner solver; none: raw model plus fine-tuning).
     ``server_rule``: ``delta`` (x += sum c_k delta_k), ``mixing`` (FedAsync: x += sum c_k
     (x_client_k - x)), ``none`` (local training, no shared model)."""
 
-    name: ClassVar[str]
-    family: ClassVar[Family]
     server_rule: ClassVar[ServerRule]
 
     @property
@@ -79,6 +77,17 @@ class ClientRule(Protocol):
         ...
 
 
+class Rule(AlgorithmBase):
+    """Base of the rule classes that subclass their own config model (``class FedAvg(LocalSGD,
+    FedAvgConfig)``): the hyperparameters are the config's fields, written once in
+    :mod:`asyncfl.config.schema`; a rule instance is a validated, immutable config with methods."""
+
+    @classmethod
+    def from_config(cls: type[_R], cfg: BaseModel) -> _R:
+        """The rule bound to a scenario's ``algorithm`` mapping (its config model's instance)."""
+        return cls.model_validate(cfg.model_dump())
+
+
 def samples_per_draw(batch_size: int | None, n_samples: int) -> int:
     """Samples in one minibatch of a client holding ``n_samples``: min(B, n), or n when B is None
     (full-batch steps). The unit of :meth:`ClientRule.work`."""
@@ -100,4 +109,4 @@ def check_batches(batches: Batches, steps: int, draws_per_step: int) -> None:
         )
 
 
-__all__ = ["Batches", "ClientRule", "Family", "ServerRule", "check_batches", "samples_per_draw"]
+__all__ = ["Batches", "ClientRule", "Rule", "ServerRule", "check_batches", "samples_per_draw"]

@@ -283,7 +283,7 @@ def evaluate(
     return out
 
 
-_RAW = Local(lr=0.0, local_steps=1, batch_size=None)
+_RAW = Local.model_construct(lr=0.0, local_steps=1, batch_size=None)  # lr 0: no scenario takes it
 """A rule whose personalization with 0 steps is the identity and whose objective is f_i."""
 
 

@@ -30,57 +30,23 @@ TRAINING data; grad F_i(w) on the full training data by exact autograd through t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from torch import Tensor
 from torch.func import grad
 
-from asyncfl.algorithms.base import Batches, Family, ServerRule, check_batches, samples_per_draw
+from asyncfl.algorithms.base import Batches, Rule, ServerRule, check_batches, samples_per_draw
 from asyncfl.algorithms.functional import gradient_descent, hvp, loss_grad
 from asyncfl.config.schema import PerFedAvgConfig
+from asyncfl.config.schema import PerFedAvgVariant as Variant
 from asyncfl.models.base import LossFn
 
-Variant = Literal["fo", "hf", "exact"]
 
+class PerFedAvg(PerFedAvgConfig, Rule):
+    """Per-FedAvg client (variants fo | hf | exact). Hyperparameters (variant, alpha, beta, delta,
+    local_steps, batch_size): those of :class:`~asyncfl.config.schema.PerFedAvgConfig`."""
 
-@dataclass(frozen=True)
-class PerFedAvg:
-    """Per-FedAvg client (variants fo | hf | exact), hyperparameters as in Fallah et al.
-
-    ``alpha``: inner (personalization) step; ``beta``: outer (meta) step; ``delta``: finite-
-    difference radius of ``hf`` (unused otherwise); ``local_steps``: S; ``batch_size``: B per
-    minibatch (None = full training set for each of D, D', D'')."""
-
-    name: ClassVar[str] = "per_fedavg"
-    family: ClassVar[Family] = "maml"
     server_rule: ClassVar[ServerRule] = "delta"
-
-    variant: Variant
-    alpha: float
-    beta: float
-    delta: float
-    local_steps: int
-    batch_size: int | None
-
-    def __post_init__(self) -> None:
-        if self.variant not in ("fo", "hf", "exact"):
-            raise ValueError(f"variant must be fo, hf or exact, got {self.variant!r}")
-        if self.local_steps < 1:
-            raise ValueError(f"local_steps must be >= 1, got {self.local_steps}")
-        if self.variant == "hf" and self.delta <= 0:
-            raise ValueError(f"delta must be > 0, got {self.delta}")
-
-    @classmethod
-    def from_config(cls, cfg: PerFedAvgConfig) -> PerFedAvg:
-        return cls(
-            variant=cfg.variant,
-            alpha=cfg.alpha,
-            beta=cfg.beta,
-            delta=cfg.delta,
-            local_steps=cfg.local_steps,
-            batch_size=cfg.batch_size,
-        )
 
     @property
     def steps(self) -> int:

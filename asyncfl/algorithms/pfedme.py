@@ -39,57 +39,25 @@ met to ~1e-4 relative, and to rounding for L / lambda <= 2.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 from torch import Tensor
 
-from asyncfl.algorithms.base import Batches, Family, ServerRule, check_batches, samples_per_draw
+from asyncfl.algorithms.base import Batches, Rule, ServerRule, check_batches, samples_per_draw
 from asyncfl.algorithms.functional import curvature_bound, moreau_inner
-from asyncfl.config.schema import PFedMeConfig
+from asyncfl.config.schema import PFedMeConfig, PositiveInt
 from asyncfl.models.base import LossFn
 
 
-@dataclass(frozen=True)
-class PFedMe:
-    """pFedMe client. ``lam``: lambda (1 / loss units of ||w||^2); ``inner_steps``: K;
-    ``personal_lr``: inner step p; ``eta``: local step on w; ``local_rounds``: R;
-    ``batch_size``: B (None = full training set); ``weight_decay``: mu in the inner objective.
-    ``eval_steps`` / ``power_iters``: the evaluation solver's budget (not scenario keys)."""
+class PFedMe(PFedMeConfig, Rule):
+    """pFedMe client. Hyperparameters (lam, inner_steps, personal_lr, eta, local_rounds, batch_size,
+    weight_decay): those of :class:`~asyncfl.config.schema.PFedMeConfig`. ``eval_steps`` /
+    ``power_iters``: the evaluation solver's budget (the rule's own, not scenario keys)."""
 
-    name: ClassVar[str] = "pfedme"
-    family: ClassVar[Family] = "moreau"
     server_rule: ClassVar[ServerRule] = "delta"
 
-    lam: float
-    inner_steps: int
-    personal_lr: float
-    eta: float
-    local_rounds: int
-    batch_size: int | None
-    weight_decay: float = 0.0
-    eval_steps: int = 100
-    power_iters: int = 10
-
-    def __post_init__(self) -> None:
-        if self.local_rounds < 1 or self.inner_steps < 1:
-            raise ValueError("local_rounds and inner_steps must be >= 1")
-        if self.lam <= 0:
-            raise ValueError(f"lam must be > 0, got {self.lam}")
-        if self.power_iters < 1:
-            raise ValueError("power_iters must be >= 1")
-
-    @classmethod
-    def from_config(cls, cfg: PFedMeConfig) -> PFedMe:
-        return cls(
-            lam=cfg.lam,
-            inner_steps=cfg.inner_steps,
-            personal_lr=cfg.personal_lr,
-            eta=cfg.eta,
-            local_rounds=cfg.local_rounds,
-            batch_size=cfg.batch_size,
-            weight_decay=cfg.weight_decay,
-        )
+    eval_steps: PositiveInt = 100
+    power_iters: PositiveInt = 10
 
     @property
     def steps(self) -> int:

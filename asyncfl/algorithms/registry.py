@@ -1,15 +1,18 @@
 """The algorithm registry: ``algorithm.name`` -> client-rule class, and :func:`build_rule`.
 
 Names: fedavg, fedasync, fedbuff, local (local SGD), per_fedavg (variants fo | hf | exact),
-pfedme. Every registered class has ``name``, ``family``, ``server_rule`` class attributes and a
-``from_config(cfg)`` constructor that binds the hyperparameters of its ``algorithm`` block.
+pfedme, plus plug-ins of entry-point group ``asyncfl.algorithms``. A registered class has a
+``server_rule`` class attribute and a ``from_config(cfg)`` constructor; its config model (the
+scenario's ``algorithm`` mapping) is registered in :data:`asyncfl.config.schema.ALGORITHM_CONFIGS`
+under the same name. The built-in rules subclass their config model (:class:`~.base.Rule`), so
+each hyperparameter is written once, in the schema.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
-from asyncfl.algorithms.base import ClientRule, Family, ServerRule
+from asyncfl.algorithms.base import ClientRule, ServerRule
 from asyncfl.algorithms.per_fedavg import PerFedAvg
 from asyncfl.algorithms.pfedme import PFedMe
 from asyncfl.algorithms.sgd import FedAsync, FedAvg, FedBuff, Local
@@ -18,21 +21,21 @@ from asyncfl.registry import Registry
 
 
 class RuleClass(Protocol):
-    """A client-rule class as registered: its class attributes and its config constructor."""
+    """A client-rule class as registered: its server rule and its config constructor."""
 
-    @property
-    def name(self) -> str: ...
-    @property
-    def family(self) -> Family: ...
     @property
     def server_rule(self) -> ServerRule: ...
 
     def from_config(self, cfg: Any) -> ClientRule: ...
 
 
-ALGORITHMS: Registry[RuleClass] = Registry("algorithm", "algorithm.name")
-for _cls in (FedAvg, FedAsync, FedBuff, Local, PerFedAvg, PFedMe):
-    ALGORITHMS.add(_cls.name, _cls)
+ALGORITHMS: Registry[RuleClass] = Registry("algorithm", "algorithm.name", plugin_part="build")
+ALGORITHMS.add("fedavg", FedAvg)
+ALGORITHMS.add("fedasync", FedAsync)
+ALGORITHMS.add("fedbuff", FedBuff)
+ALGORITHMS.add("local", Local)
+ALGORITHMS.add("per_fedavg", PerFedAvg)
+ALGORITHMS.add("pfedme", PFedMe)
 
 
 def build_rule(cfg: AlgorithmConfig) -> ClientRule:

@@ -31,53 +31,22 @@ measure is grad f_i(w) of the plain average loss f = (1/n) sum_i f_i.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar, TypeVar
+from typing import ClassVar
 
 from torch import Tensor
 
-from asyncfl.algorithms.base import Batches, Family, ServerRule, check_batches, samples_per_draw
+from asyncfl.algorithms.base import Batches, Rule, ServerRule, check_batches, samples_per_draw
 from asyncfl.algorithms.functional import gradient_descent, loss_grad
-from asyncfl.config.schema import SGDHyper
+from asyncfl.config.schema import FedAsyncConfig, FedAvgConfig, FedBuffConfig, LocalConfig, SGDHyper
 from asyncfl.models.base import LossFn
 
-_R = TypeVar("_R", bound="LocalSGD")
 
-
-@dataclass(frozen=True)
-class LocalSGD:
+class LocalSGD(SGDHyper, Rule):
     """S = ``local_steps`` steps of w <- w - lr (grad f_i(w; D_s) + weight_decay w + prox (w - w_0));
-    sends w_S - w_0.
+    sends w_S - w_0. Hyperparameters (lr, local_steps, batch_size, weight_decay, prox): those of
+    :class:`~asyncfl.config.schema.SGDHyper`, with their meanings and units there."""
 
-    ``lr``: local step size eta_l (per unit of loss gradient); ``batch_size``: B samples per step,
-    None = the client's full training set every step; ``weight_decay``: mu, an L2 term mu/2 ||w||^2
-    added to the local objective (0 = none); ``prox``: rho, a proximal term rho/2 ||w - w_0||^2
-    toward the pulled model (FedAsync's rho, FedProx's mu; 0 = none)."""
-
-    name: ClassVar[str] = "sgd"
-    family: ClassVar[Family] = "none"
     server_rule: ClassVar[ServerRule] = "delta"
-
-    lr: float
-    local_steps: int
-    batch_size: int | None
-    weight_decay: float = 0.0
-    prox: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.local_steps < 1:
-            raise ValueError(f"local_steps must be >= 1, got {self.local_steps}")
-
-    @classmethod
-    def from_config(cls: type[_R], cfg: SGDHyper) -> _R:
-        """Bind the hyperparameters of an ``algorithm`` block (FedAvgConfig, FedAsyncConfig, ...)."""
-        return cls(
-            lr=cfg.lr,
-            local_steps=cfg.local_steps,
-            batch_size=cfg.batch_size,
-            weight_decay=cfg.weight_decay,
-            prox=cfg.prox,
-        )
 
     @property
     def steps(self) -> int:
@@ -116,35 +85,27 @@ class LocalSGD:
         return loss_grad(loss, w, x, y, m)
 
 
-@dataclass(frozen=True)
-class FedAvg(LocalSGD):
+class FedAvg(LocalSGD, FedAvgConfig):
     """FedAvg (McMahan et al. 2017): local SGD; the server adds the weighted mean of the Deltas."""
 
-    name: ClassVar[str] = "fedavg"
     server_rule: ClassVar[ServerRule] = "delta"
 
 
-@dataclass(frozen=True)
-class FedAsync(LocalSGD):
+class FedAsync(LocalSGD, FedAsyncConfig):
     """FedAsync (Xie et al. 2019): local SGD; the server mixes x <- (1 - a_t) x + a_t x_client."""
 
-    name: ClassVar[str] = "fedasync"
     server_rule: ClassVar[ServerRule] = "mixing"
 
 
-@dataclass(frozen=True)
-class FedBuff(LocalSGD):
+class FedBuff(LocalSGD, FedBuffConfig):
     """FedBuff (Nguyen et al. 2022): local SGD; the server adds eta_g (1/K) sum_k s(tau_k) Delta_k."""
 
-    name: ClassVar[str] = "fedbuff"
     server_rule: ClassVar[ServerRule] = "delta"
 
 
-@dataclass(frozen=True)
-class Local(LocalSGD):
+class Local(LocalSGD, LocalConfig):
     """Local training only: every client keeps its own model; nothing is sent to a server."""
 
-    name: ClassVar[str] = "local"
     server_rule: ClassVar[ServerRule] = "none"
 
 

@@ -17,30 +17,16 @@ in which case they are the user's intent and are validated (and rejected if unkn
 from __future__ import annotations
 
 import re
-import types
-import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
-from asyncfl.config.schema import Scenario, tagged_fields
+from asyncfl.config.schema import Scenario, tag_paths, tag_values, tagged_fields, union_of
 from asyncfl.errors import ScenarioError
-
-# Tagged unions: mapping path -> tag key (the discriminator that selects the allowed keys).
-TAGS: dict[str, str] = {
-    "algorithm": "name",
-    "data": "dataset",
-    "model": "name",
-    "data.partition": "name",
-    "server.staleness_weight": "name",
-    "system.availability": "model",
-    **{f"system.{part}": "dist" for part in ("compute.speed", "compute.jitter", "network.jitter")},
-    **{f"system.network.{part}": "dist" for part in ("latency", "download_bandwidth", "upload_bandwidth")},
-}
-
 
 MAX_FILE_BYTES = 1 << 20
 """Largest scenario file read (1 MiB; the shipped ones are under 4 KiB): a bigger file is refused
@@ -220,28 +206,21 @@ def _walk_model(path: Sequence[str], data: Mapping[str, Any]) -> type[BaseModel]
             return None
         prefix.append(part)
         here = here.get(part) if isinstance(here, Mapping) else None
-        cls = _resolve_class(field.annotation, ".".join(prefix), here)
+        cls = _resolve_class(field, ".".join(prefix), here)
     return cls
 
 
-def _resolve_class(annotation: Any, path: str, value: Any) -> type[BaseModel] | None:
-    """The BaseModel class an annotation selects for ``value`` (tag-aware for unions)."""
-    candidates = _model_classes(annotation)
-    if not candidates:
-        return None
-    if len(candidates) == 1:
-        return candidates[0]
-    tag = TAGS.get(path)
-    if tag is None:
-        tag = next(iter(candidates[0].model_fields))
+def _resolve_class(field: FieldInfo, path: str, value: Any) -> type[BaseModel] | None:
+    """The BaseModel class a field selects for ``value`` (tag-aware for tagged unions)."""
+    union = union_of(field)
+    if union is None:
+        candidates = _model_classes(field.annotation)
+        return candidates[0] if len(candidates) == 1 else None
+    tag, candidates = union
     chosen = value.get(tag) if isinstance(value, Mapping) else value if isinstance(value, str) else None
-    for c in candidates:
-        if chosen is None and c.model_fields[tag].default is not None:
-            if c is _default_class(path):
-                return c
-        if chosen in _literal_values(c.model_fields[tag].annotation):
-            return c
-    return None
+    if chosen is None:
+        return _default_class(path)
+    return next((c for c in candidates if chosen in tag_values(c, tag)), None)
 
 
 def _default_class(path: str) -> type[BaseModel] | None:
@@ -253,26 +232,9 @@ def _default_class(path: str) -> type[BaseModel] | None:
 
 
 def _model_classes(annotation: Any) -> list[type[BaseModel]]:
-    origin = get_origin(annotation)
-    if origin is typing.Annotated:
-        return _model_classes(get_args(annotation)[0])
-    if origin in (typing.Union, types.UnionType):
-        out: list[type[BaseModel]] = []
-        for a in get_args(annotation):
-            out.extend(_model_classes(a))
-        return out
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
-    return []
-
-
-def _literal_values(annotation: Any) -> tuple[Any, ...]:
-    origin = get_origin(annotation)
-    if origin is Literal:
-        return get_args(annotation)
-    if origin is typing.Annotated:
-        return _literal_values(get_args(annotation)[0])
-    return ()
+    return [c for a in getattr(annotation, "__args__", ()) for c in _model_classes(a)]
 
 
 def allowed_keys(path: Sequence[str], data: Mapping[str, Any]) -> list[str] | None:
@@ -287,11 +249,12 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     A key must exist in the schema (for its mapping's current variant); switching a tag drops
     keys that only the old variant takes, except those also given with ``--set``."""
     out = _deep_copy(data)
+    tags = tag_paths()
     pairs = []
     for item in overrides:
         key, value = parse_override(item)
-        if key in TAGS and isinstance(value, str):
-            key = f"{key}.{TAGS[key]}"  # --set data.partition=dirichlet re-tags the mapping
+        if key in tags and isinstance(value, str):
+            key = f"{key}.{tags[key]}"  # --set data.partition=dirichlet re-tags the mapping
         pairs.append((key, value))
     cli_keys = {k for k, _ in pairs}
     for key, value in pairs:
@@ -300,8 +263,8 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         cursor: dict[str, Any] = out
         for i, part in enumerate(parent_path):
             nxt = cursor.get(part)
-            if isinstance(nxt, str) and ".".join(parts[: i + 1]) in TAGS:
-                nxt = {TAGS[".".join(parts[: i + 1])]: nxt}
+            if isinstance(nxt, str) and ".".join(parts[: i + 1]) in tags:
+                nxt = {tags[".".join(parts[: i + 1])]: nxt}
             if nxt is None:
                 nxt = {}
             if not isinstance(nxt, dict):
@@ -310,7 +273,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             cursor = nxt
         cursor[leaf] = value
         tag_path = ".".join(parent_path)
-        if TAGS.get(tag_path) == leaf:
+        if tags.get(tag_path) == leaf:
             _prune_to_variant(out, tag_path, cli_keys)
     # Every --set key must name a real key of the final variant.
     for key, _ in pairs:

@@ -13,19 +13,25 @@ from __future__ import annotations
 
 import functools
 import types
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     GetJsonSchemaHandler,
     PositiveFloat,
     StrictInt,
     model_validator,
 )
 from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
+
+from asyncfl.errors import PluginError
+from asyncfl.registry import Registry
 
 NonNegFloat = Annotated[float, Field(ge=0.0)]
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
@@ -48,9 +54,11 @@ class Strict(BaseModel):
     distribution may be a bare number (``latency: 0.05`` is ``{dist: constant, value: 0.05}``). The
     JSON Schema (:func:`scenario_json_schema`) admits exactly these forms."""
 
+    # defer_build: a model's validator is built at its first use, so the tagged unions of
+    # registered components (ComponentUnion) include the plug-ins loaded by then.
     model_config = ConfigDict(
         extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False, strict=True,
-        use_attribute_docstrings=True,
+        use_attribute_docstrings=True, defer_build=True,
     )
 
     @model_validator(mode="before")
@@ -120,14 +128,14 @@ def tagged_fields(cls: type[BaseModel]) -> dict[str, _TagSpec]:
     """The keys of ``cls`` whose values are tagged components (see :class:`Strict`)."""
     out: dict[str, _TagSpec] = {}
     for name, field in cls.model_fields.items():
-        classes = [c for c in _union_members(field.annotation) if isinstance(c, type) and issubclass(c, BaseModel)]
-        if not classes:
-            continue
-        tag = field.discriminator if isinstance(field.discriminator, str) else None
-        if tag is None and len(classes) == 1 and "name" in classes[0].model_fields:
+        union = union_of(field)
+        if union is not None:
+            tag, classes = union
+        else:
+            classes = [c for c in _union_members(field.annotation) if isinstance(c, type) and issubclass(c, BaseModel)]
+            if len(classes) != 1 or "name" not in classes[0].model_fields:
+                continue
             tag = "name"  # a single component with a named kind (quantity_skew)
-        if tag is None:
-            continue
         choices: dict[str, type[BaseModel]] = {}
         for c in classes:
             for value in get_args(c.model_fields[tag].annotation):
@@ -148,11 +156,103 @@ def _union_members(annotation: Any) -> list[Any]:
 
 
 # ------------------------------------------------------------------------------------------------
+# Tagged unions built from registries (built-ins, in-process registrations, plug-ins)
+# ------------------------------------------------------------------------------------------------
+
+
+def tag_values(cls: type[BaseModel], tag: str) -> tuple[str, ...]:
+    """The names a config class answers to: the ``Literal`` values of its tag field."""
+    field = cls.model_fields.get(tag)
+    annotation = field.annotation if field is not None else None
+    return tuple(get_args(annotation)) if get_origin(annotation) is Literal else ()
+
+
+class ComponentUnion:
+    """Annotation marker: the tagged union of the config models ``registry`` holds, selected by
+    the ``tag`` key (``algorithm: {name: fedavg, ...}``). Built when the model that uses it is first
+    validated (or its JSON schema is asked for), and rebuilt on a later registration, so a plug-in's
+    or an in-process component's name validates like a built-in one."""
+
+    def __init__(self, registry: Registry[type[BaseModel]], tag: str) -> None:
+        self.registry = registry
+        self.tag = tag
+
+    def register(self, *classes: type[BaseModel]) -> None:
+        """Register config classes under every name of their tag field's ``Literal``."""
+        for cls in classes:
+            names = tag_values(cls, self.tag)
+            if not names:
+                raise TypeError(f"{cls.__name__}.{self.tag} must be a Literal of the component's name(s)")
+            for name in names:
+                self.registry.add(name, cls)
+
+    def choices(self) -> Iterator[tuple[str, type[BaseModel]]]:
+        for name, cls in self.registry.items():
+            if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
+                raise PluginError(f"{self.registry.kind} {name!r}: its config {cls!r} is not a pydantic model class")
+            if name not in tag_values(cls, self.tag):
+                raise PluginError(
+                    f"{self.registry.kind} {name!r}: its config {cls.__name__} must declare "
+                    f"{self.tag}: Literal[{name!r}] (it answers to {list(tag_values(cls, self.tag))})"
+                )
+            yield name, cls
+
+    def classes(self) -> list[type[BaseModel]]:
+        """The distinct config classes, in registration order."""
+        return list({id(c): c for _, c in self.choices()}.values())
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        schemas = {id(c): handler.generate_schema(c) for c in self.classes()}
+        choices: dict[Any, CoreSchema] = {name: schemas[id(cls)] for name, cls in self.choices()}
+        return core_schema.tagged_union_schema(choices, discriminator=self.tag)
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return handler(schema)
+
+
+def union_of(field: Any) -> tuple[str, list[type[BaseModel]]] | None:
+    """(tag, config classes) of a tagged-union field (a ComponentUnion or a discriminated Union of
+    models), or None. ``field``: a pydantic FieldInfo."""
+    for meta in field.metadata:
+        if isinstance(meta, ComponentUnion):
+            return meta.tag, meta.classes()
+    if isinstance(field.discriminator, str):
+        return field.discriminator, _models_in(field.annotation)
+    return None
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [c for a in get_args(annotation) for c in _models_in(a)]
+
+
+ALGORITHM_CONFIGS: Registry[type[BaseModel]] = Registry("algorithm", "algorithm.name", plugin_part="config")
+DATA_CONFIGS: Registry[type[BaseModel]] = Registry("data set", "data.dataset", plugin_part="config")
+MODEL_CONFIGS: Registry[type[BaseModel]] = Registry("model", "model.name", plugin_part="config")
+DIST_CONFIGS: Registry[type[BaseModel]] = Registry("distribution", "dist", plugin_part="config")
+# Plug-in hooks of staleness weights and selection strategies (entry-point groups
+# asyncfl.staleness_weights and asyncfl.selection, asyncfl.registry.GROUPS). Their implementation
+# registries live in asyncfl/sim; to let plug-ins in, for each kind:
+#   here:     WEIGHT_CONFIGS = Registry("staleness weight", "server.staleness_weight.name", plugin_part="config")
+#             WEIGHT_UNION = ComponentUnion(WEIGHT_CONFIGS, "name"); WEIGHT_UNION.register(ConstantWeight, ...)
+#             and type the field ``Annotated[Strict, WEIGHT_UNION]`` (as AlgorithmConfig is typed);
+#   in sim/:  pass plugin_part="build" to that kind's implementation Registry;
+#   here:     add WEIGHT_CONFIGS to the on_change loop at the end of this module, and the model
+#             that holds the field (ServerConfig) to _rebuild_unions.
+# ("selection strategy": the same with the selection field's tag.)
+
+
+# ------------------------------------------------------------------------------------------------
 # Distributions (units are those of the key that holds them)
 # ------------------------------------------------------------------------------------------------
 
 
-class ConstantDist(Strict):
+class DistBase(Strict):
+    """Base of distribution configs (tag ``dist``); a plug-in delay model subclasses it."""
+
+
+class ConstantDist(DistBase):
     """Always ``value``. A bare number in a scenario means this."""
 
     dist: Literal["constant"] = "constant"
@@ -161,7 +261,7 @@ class ConstantDist(Strict):
     """The value (>= 0), in the units of the key that holds this distribution."""
 
 
-class UniformDist(Strict):
+class UniformDist(DistBase):
     """Uniform on [low, high]: mean (low+high)/2, variance (high-low)^2/12."""
 
     dist: Literal["uniform"] = "uniform"
@@ -178,7 +278,7 @@ class UniformDist(Strict):
         return self
 
 
-class ExponentialDist(Strict):
+class ExponentialDist(DistBase):
     """Exponential with the given ``mean`` (variance mean^2)."""
 
     dist: Literal["exponential"] = "exponential"
@@ -187,7 +287,7 @@ class ExponentialDist(Strict):
     """Mean (> 0), in the units of the key that holds this distribution; the variance is mean^2."""
 
 
-class LognormalDist(Strict):
+class LognormalDist(DistBase):
     """exp(N(mu, sigma^2)) with mu chosen so that the mean is ``mean``:
     mu = ln(mean) - sigma^2/2; variance (exp(sigma^2) - 1) mean^2."""
 
@@ -199,7 +299,7 @@ class LognormalDist(Strict):
     """sigma, the standard deviation of the log (dimensionless, >= 0); variance (exp(sigma^2) - 1) mean^2."""
 
 
-class ParetoDist(Strict):
+class ParetoDist(DistBase):
     """Pareto (heavy tail) with minimum ``scale`` (x_m) and tail index ``shape`` (a):
     mean a x_m/(a-1) for a > 1; variance x_m^2 a/((a-1)^2 (a-2)) for a > 2."""
 
@@ -211,7 +311,7 @@ class ParetoDist(Strict):
     """Minimum value x_m (> 0), in the units of the key that holds this distribution."""
 
 
-class FromListDist(Strict):
+class FromListDist(DistBase):
     """Deterministic twin: the i-th draw is ``values[i % len(values)]`` (i = client id for
     per-client quantities, task index for per-task ones)."""
 
@@ -222,10 +322,13 @@ class FromListDist(Strict):
     values[i % len(values)]."""
 
 
-Distribution = Annotated[
-    ConstantDist | UniformDist | ExponentialDist | LognormalDist | ParetoDist | FromListDist,
-    Field(discriminator="dist"),
-]
+DIST_UNION = ComponentUnion(DIST_CONFIGS, "dist")
+DIST_UNION.register(ConstantDist, UniformDist, ExponentialDist, LognormalDist, ParetoDist, FromListDist)
+
+if TYPE_CHECKING:
+    Distribution = ConstantDist | UniformDist | ExponentialDist | LognormalDist | ParetoDist | FromListDist
+else:
+    Distribution = Annotated[DistBase, DIST_UNION]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -233,7 +336,12 @@ Distribution = Annotated[
 # ------------------------------------------------------------------------------------------------
 
 
-class SGDHyper(Strict):
+class AlgorithmBase(Strict):
+    """Base of client-rule configs (tag ``name``). A rule's hyperparameters are written once, in
+    its config class here; the rule class (asyncfl.algorithms) subclasses it."""
+
+
+class SGDHyper(AlgorithmBase):
     """Local SGD shared by the non-personalized baselines: ``local_steps`` minibatch steps with step
     ``lr`` on the local objective f(w) + mu/2 ||w||^2 + rho/2 ||w - w_0||^2."""
 
@@ -278,14 +386,17 @@ class LocalConfig(SGDHyper):
     """Tag: ``local``, each client trains alone (a no-collaboration baseline)."""
 
 
-class PerFedAvgConfig(Strict):
+PerFedAvgVariant = Literal["fo", "hf", "exact"]
+
+
+class PerFedAvgConfig(AlgorithmBase):
     """Per-FedAvg (Fallah, Mokhtari, Ozdaglar 2020). Per local step, three minibatches D, D', D'':
     w_tmp = w - alpha grad f(w; D); g = grad f(w_tmp; D');
     fo: w <- w - beta g;  hf/exact: w <- w - beta (g - alpha d), d ~ Hessian f(w; D'') g."""
 
     name: Literal["per_fedavg"] = "per_fedavg"
     """Tag: ``per_fedavg``, Per-FedAvg (Fallah, Mokhtari, Ozdaglar 2020)."""
-    variant: Literal["fo", "hf", "exact"] = "hf"
+    variant: PerFedAvgVariant = "hf"
     """Meta-gradient: ``fo`` first order (drops the Hessian term), ``hf`` Hessian-free (Hessian-vector product by
     finite differences of step delta), ``exact`` (the Hessian-vector product by autograd)."""
     alpha: NonNegFloat = 0.01
@@ -300,7 +411,7 @@ class PerFedAvgConfig(Strict):
     """Minibatch size of each of D, D', D'' (samples); null: the client's full training set."""
 
 
-class PFedMeConfig(Strict):
+class PFedMeConfig(AlgorithmBase):
     """pFedMe (Dinh, Tran, Nguyen 2020), Moreau envelope. Per local round:
     theta ~ argmin f(theta; D) + lam/2 ||theta - w||^2 by ``inner_steps`` (K) steps of
     ``personal_lr``; then w <- w - eta lam (w - theta). ``weight_decay`` adds wd/2 ||theta||^2 to
@@ -325,10 +436,13 @@ class PFedMeConfig(Strict):
     """wd >= 0: adds wd/2 ||theta||^2 to the inner objective (the reference code uses 0.001)."""
 
 
-AlgorithmConfig = Annotated[
-    FedAvgConfig | FedAsyncConfig | FedBuffConfig | LocalConfig | PerFedAvgConfig | PFedMeConfig,
-    Field(discriminator="name"),
-]
+ALGORITHM_UNION = ComponentUnion(ALGORITHM_CONFIGS, "name")
+ALGORITHM_UNION.register(FedAvgConfig, FedAsyncConfig, FedBuffConfig, LocalConfig, PerFedAvgConfig, PFedMeConfig)
+
+if TYPE_CHECKING:
+    AlgorithmConfig = FedAvgConfig | FedAsyncConfig | FedBuffConfig | LocalConfig | PerFedAvgConfig | PFedMeConfig
+else:
+    AlgorithmConfig = Annotated[AlgorithmBase, ALGORITHM_UNION]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -586,19 +700,27 @@ class LeafData(DataCommon):
     """celeba only: side in pixels the images are resized to (LEAF's 84)."""
 
 
-DataConfig = Annotated[
-    SyntheticData | QuadraticData | TorchvisionData | LeafData, Field(discriminator="dataset")
-]
+DATA_UNION = ComponentUnion(DATA_CONFIGS, "dataset")
+DATA_UNION.register(SyntheticData, QuadraticData, TorchvisionData, LeafData)
+
+if TYPE_CHECKING:
+    DataConfig = SyntheticData | QuadraticData | TorchvisionData | LeafData
+else:
+    DataConfig = Annotated[DataCommon, DATA_UNION]
 
 
-class LogRegModel(Strict):
+class ModelBase(Strict):
+    """Base of model configs (tag ``name``); a plug-in model subclasses it."""
+
+
+class LogRegModel(ModelBase):
     """Multinomial logistic regression (one linear layer)."""
 
     name: Literal["logreg"] = "logreg"
     """Tag: ``logreg``, multinomial logistic regression (one linear layer)."""
 
 
-class MLPModel(Strict):
+class MLPModel(ModelBase):
     """Fully connected network; default 784-80-60-10 with ELU (Per-FedAvg)."""
 
     name: Literal["mlp"] = "mlp"
@@ -609,7 +731,7 @@ class MLPModel(Strict):
     """Activation after each hidden layer (Per-FedAvg: elu)."""
 
 
-class DNNModel(Strict):
+class DNNModel(ModelBase):
     """pFedMe's networks: one hidden layer (100 for MNIST, 20 for Synthetic) with ReLU."""
 
     name: Literal["dnn"] = "dnn"
@@ -618,7 +740,7 @@ class DNNModel(Strict):
     """Hidden width (units); null: pFedMe's, 100 for MNIST and 20 for Synthetic."""
 
 
-class CNNModel(Strict):
+class CNNModel(ModelBase):
     """LeNet-style two-convolution network (no batch norm)."""
 
     name: Literal["cnn"] = "cnn"
@@ -629,7 +751,7 @@ class CNNModel(Strict):
     """Width of the fully connected layer after the convolutions (units)."""
 
 
-class CharLSTMModel(Strict):
+class CharLSTMModel(ModelBase):
     """Embedding -> LSTM -> linear on the last step: next character for Shakespeare, sentiment
     of word-id sequences for LEAF sent140 (the embedding's rows come from the data). Defaults: LEAF's
     Shakespeare model; LEAF's sent140 model is embedding 100, hidden 100, dense 128."""
@@ -647,16 +769,20 @@ class CharLSTMModel(Strict):
     LEAF's Shakespeare model; LEAF's sent140 uses 128."""
 
 
-class QuadraticModel(Strict):
+class QuadraticModel(ModelBase):
     """The parameter vector w of the quadratic test problem (squared loss of a linear map)."""
 
     name: Literal["quadratic"] = "quadratic"
     """Tag: ``quadratic``, the parameter vector w of the quadratic test problem."""
 
 
-ModelConfig = Annotated[
-    LogRegModel | MLPModel | DNNModel | CNNModel | CharLSTMModel | QuadraticModel, Field(discriminator="name")
-]
+MODEL_UNION = ComponentUnion(MODEL_CONFIGS, "name")
+MODEL_UNION.register(LogRegModel, MLPModel, DNNModel, CNNModel, CharLSTMModel, QuadraticModel)
+
+if TYPE_CHECKING:
+    ModelConfig = LogRegModel | MLPModel | DNNModel | CNNModel | CharLSTMModel | QuadraticModel
+else:
+    ModelConfig = Annotated[ModelBase, MODEL_UNION]
 
 
 class ClientsConfig(Strict):
@@ -669,9 +795,6 @@ class ClientsConfig(Strict):
 # ------------------------------------------------------------------------------------------------
 # System model
 # ------------------------------------------------------------------------------------------------
-
-DistField = Annotated[Distribution, Field(discriminator="dist")]
-
 
 class ComputeConfig(Strict):
     """How long a task computes. ``model`` picks the unit of the device speed:
@@ -689,14 +812,14 @@ class ComputeConfig(Strict):
 
     model: Literal["flops", "samples"] = "flops"
     """Compute-time model: ``flops`` (device speed in FLOP/s) or ``samples`` (samples per second)."""
-    flops_per_s: DistField = Field(default_factory=lambda: LognormalDist(mean=1.0e9, sigma=0.5))
+    flops_per_s: Distribution = Field(default_factory=lambda: LognormalDist(mean=1.0e9, sigma=0.5))
     """Persistent per-client device speed in FLOP/s (model ``flops``): the effective training
     throughput, well below a chip's peak. Default: lognormal around 1 GFLOP/s, a phone CPU's order
     of magnitude (see asyncfl/sim/devices.py for sourced device classes)."""
-    speed: DistField = Field(default_factory=lambda: LognormalDist(mean=1000.0, sigma=0.5))
+    speed: Distribution = Field(default_factory=lambda: LognormalDist(mean=1000.0, sigma=0.5))
     """Persistent per-client compute speed under model ``samples``: samples per second (one sample = one
     per-example gradient evaluation); a number is a constant."""
-    jitter: DistField = Field(default_factory=lambda: ConstantDist(value=1.0))
+    jitter: Distribution = Field(default_factory=lambda: ConstantDist(value=1.0))
     """Per-task multiplicative factor on compute time (dimensionless; mean 1 keeps the mean time)."""
     overhead: NonNegFloat = 0.0
     """Fixed seconds added to every task's compute time (start-up, data loading); not jittered,
@@ -715,14 +838,14 @@ class NetworkConfig(Strict):
     """Per client, persistent latency and bandwidths: a transfer of B bytes takes
     latency + B / bandwidth, times the per-task ``jitter``."""
 
-    latency: DistField = Field(default_factory=lambda: ConstantDist(value=0.05))
+    latency: Distribution = Field(default_factory=lambda: ConstantDist(value=0.05))
     """Persistent per-client latency, seconds per transfer."""
-    download_bandwidth: DistField = Field(default_factory=lambda: LognormalDist(mean=2.0e6, sigma=0.5))
+    download_bandwidth: Distribution = Field(default_factory=lambda: LognormalDist(mean=2.0e6, sigma=0.5))
     """Persistent per-client download bandwidth, bytes per second; a transfer of B bytes takes latency + B /
     bandwidth."""
-    upload_bandwidth: DistField = Field(default_factory=lambda: LognormalDist(mean=1.0e6, sigma=0.5))
+    upload_bandwidth: Distribution = Field(default_factory=lambda: LognormalDist(mean=1.0e6, sigma=0.5))
     """Persistent per-client upload bandwidth, bytes per second."""
-    jitter: DistField = Field(default_factory=lambda: ConstantDist(value=1.0))
+    jitter: Distribution = Field(default_factory=lambda: ConstantDist(value=1.0))
     """Per-task multiplicative factor on transfer time (dimensionless; mean 1 keeps the mean time)."""
     upload_compression: Annotated[float, Field(ge=1.0)] = 1.0
     """Compression ratio of uploads (dimensionless, >= 1): an upload carries model bytes / ratio
@@ -930,8 +1053,6 @@ class Scenario(Strict):
             )
         if s.mode != "sync" and s.concurrency > self.clients.count:
             raise ValueError(f"server.concurrency ({s.concurrency}) must be <= clients.count ({self.clients.count})")
-        if self.algorithm.name == "local" and s.mode != "async":
-            pass  # local ignores the server; any mode runs clients independently
         if self.data.dataset == "quadratic" and self.model.name != "quadratic":
             raise ValueError("data.dataset quadratic needs model.name quadratic")
         if self.model.name == "quadratic" and self.data.dataset != "quadratic":
@@ -957,4 +1078,71 @@ def scenario_json_schema() -> dict[str, Any]:
     }
 
 
-__all__ = ["Scenario", "scenario_json_schema"]
+def _rebuild_unions() -> None:
+    """After a registration: forget the cached tag specs and rebuild every model whose validator
+    holds a ComponentUnion, inner models first (a model embeds its fields' validators as they were
+    when it was built)."""
+    tagged_fields.cache_clear()
+    _TAGS.clear()
+    for cls in (ComputeConfig, NetworkConfig, SystemConfig, ServerConfig, Scenario):
+        cls.model_rebuild(force=True)
+
+
+for _registry in (ALGORITHM_CONFIGS, DATA_CONFIGS, MODEL_CONFIGS, DIST_CONFIGS):
+    _registry.on_change(_rebuild_unions)
+
+
+_TAGS: dict[str, str] = {}
+"""tag_paths() of the scenario, cached until the next registration (_rebuild_unions clears it)."""
+
+
+def tag_paths(cls: type[BaseModel] | None = None, prefix: str = "") -> dict[str, str]:
+    """Dotted path of every tagged union in the scenario -> its tag key, e.g. ``algorithm`` ->
+    ``name``, ``data`` -> ``dataset``, ``system.compute.speed`` -> ``dist``: the one place the
+    loader (--set re-tagging) and the sweep labels learn the tags from."""
+    if cls is None:
+        if not _TAGS:
+            _TAGS.update(tag_paths(Scenario))
+        return dict(_TAGS)
+    out: dict[str, str] = {}
+    for name, field in cls.model_fields.items():
+        path = f"{prefix}{name}"
+        union = union_of(field)
+        if union is not None:
+            out[path] = union[0]
+            inner = union[1]
+        else:
+            inner = _models_in(field.annotation)
+        for sub in inner:
+            for k, v in tag_paths(sub, f"{path}.").items():
+                out.setdefault(k, v)
+    return out
+
+
+def tag_keys() -> tuple[str, ...]:
+    """The distinct tag keys, in the order they first appear: ``name``, ``dataset``, ``dist``, ``model``."""
+    return tuple(dict.fromkeys(tag_paths().values()))
+
+
+__all__ = [
+    "ALGORITHM_CONFIGS",
+    "ALGORITHM_UNION",
+    "DATA_CONFIGS",
+    "DATA_UNION",
+    "DIST_CONFIGS",
+    "DIST_UNION",
+    "MODEL_CONFIGS",
+    "MODEL_UNION",
+    "AlgorithmBase",
+    "ComponentUnion",
+    "DataCommon",
+    "DistBase",
+    "ModelBase",
+    "Scenario",
+    "Strict",
+    "scenario_json_schema",
+    "tag_keys",
+    "tag_paths",
+    "tag_values",
+    "union_of",
+]

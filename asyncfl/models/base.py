@@ -8,7 +8,6 @@ gives views, so ``functional_call`` costs no copies. Everything here is vmappabl
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -101,13 +100,6 @@ class FlatModel:
         if self.task == "regression":
             return torch.zeros(out.shape[0], device=out.device, dtype=out.dtype)
         return (out.argmax(dim=-1) == y).to(out.dtype)
-
-
-def fan_in_uniform_(t: Tensor, fan_in: int) -> None:
-    """PyTorch's default Linear init bound 1/sqrt(fan_in), for modules that build their own."""
-    bound = 1.0 / math.sqrt(max(fan_in, 1))
-    with torch.no_grad():
-        t.uniform_(-bound, bound)
 
 
 __all__ = ["FlatModel", "LossFn", "Task"]

@@ -27,7 +27,9 @@ from asyncfl.registry import Registry
 ModelBuilder = Callable[[Any, InputSpec], nn.Module]
 """builder(cfg, spec) -> nn.Module (structure; parameters are set by FlatModel.init)."""
 
-MODELS: Registry[ModelBuilder] = Registry("model", "model.name")
+MODELS: Registry[ModelBuilder] = Registry("model", "model.name", plugin_part="build")
+"""``model.name`` -> builder; plug-ins of entry-point group ``asyncfl.models`` join it. The config
+models are in :data:`asyncfl.config.schema.MODEL_CONFIGS` under the same names."""
 
 
 def _describe_input(spec: InputSpec) -> str:

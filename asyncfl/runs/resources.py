@@ -14,16 +14,10 @@ from typing import Any
 
 from asyncfl.algorithms.registry import build_rule
 from asyncfl.config.schema import Scenario
+from asyncfl.data.registry import DATASETS, DataSet
 from asyncfl.errors import UserError
 
 GiB = float(1 << 30)
-# Bytes per sample and sample counts of the pooled data sets (features as float32).
-_POOLED = {
-    "mnist": (70_000, 28 * 28 * 4),
-    "fashion_mnist": (70_000, 28 * 28 * 4),
-    "emnist": (814_255, 28 * 28 * 4),
-    "cifar10": (60_000, 3 * 32 * 32 * 4),
-}
 
 
 def available_memory(device: Any) -> tuple[float, str]:
@@ -48,24 +42,28 @@ def available_memory(device: Any) -> tuple[float, str]:
 
 
 def estimate_scenario(scenario: Scenario) -> dict[str, float]:
-    """Rough bytes before building: data set and one job's minibatches (inputs x 8 for work)."""
+    """Rough bytes before building: the data set (its registry's footprint from the keys) and one
+    job's minibatches (the rule's steps x draws x batch, inputs x 8 for work).
+
+    Refuses with one line (:class:`UserError`) a data set or rule it cannot size: a registered
+    data set without a footprint, a rule without steps, draws_per_step and batch_size."""
     d = scenario.data
     n = scenario.clients.count
-    if d.dataset == "synthetic":
-        samples = n * d.mean_samples * (2.0 if d.sigma_samples > 1 else 1.3)
-        per_sample = d.dimension * 4 + 8
-    elif d.dataset == "quadratic":
-        samples = n * d.dimension * 2
-        per_sample = d.dimension * 4 + 8
-    elif d.dataset in _POOLED:
-        samples, per_sample = _POOLED[d.dataset]
-        cap = getattr(d, "max_samples", None)
-        if cap is not None:
-            samples = min(samples, int(cap))
-    else:
-        samples, per_sample = 0.0, 0
+    entry = DATASETS.get(d.dataset)
+    if not isinstance(entry, DataSet):
+        raise UserError(
+            f"resources: cannot estimate the memory of data set {d.dataset!r}: its registry entry is a "
+            f"{type(entry).__name__}, not an asyncfl.data.registry.DataSet with a footprint"
+        )
+    samples, per_sample = entry.footprint(d, n)
     rule = build_rule(scenario.algorithm)  # cheap: hyperparameters only, no data
-    steps, draws, batch = rule.steps, rule.draws_per_step, rule.batch_size
+    try:
+        steps, draws, batch = rule.steps, rule.draws_per_step, rule.batch_size
+    except AttributeError as exc:
+        raise UserError(
+            f"resources: cannot estimate the memory of algorithm {scenario.algorithm.name!r} "
+            f"({type(rule).__name__}): {exc}"
+        ) from None
     per_client = max(samples / max(n, 1), 1.0)
     b = min(batch or per_client, per_client * 4)
     job = float(steps) * draws * b * per_sample * 8

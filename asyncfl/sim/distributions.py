@@ -21,19 +21,22 @@ per-task ones; :class:`FromList` returns ``values[counter % len(values)]`` (the 
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from asyncfl.config.schema import (
     ConstantDist,
+    DistBase,
     ExponentialDist,
     FromListDist,
     LognormalDist,
     ParetoDist,
     UniformDist,
 )
+from asyncfl.registry import Registry
 from asyncfl.rng import normal, normal_np, uniform, uniform_np
 
 Floats = npt.NDArray[np.float64]
@@ -169,26 +172,31 @@ class FromList:
 
 DistConfig = ConstantDist | UniformDist | ExponentialDist | LognormalDist | ParetoDist | FromListDist
 
+DistBuilder = Callable[[Any], Distribution]
+"""builder(cfg) -> Distribution; ``cfg`` is the mapping's config model (``{dist: ..., ...}``)."""
+
+DISTRIBUTIONS: Registry[DistBuilder] = Registry("distribution", "dist", plugin_part="build")
+"""``dist`` names -> builders; plug-ins of entry-point group ``asyncfl.delays`` join it. The
+config models are in :data:`asyncfl.config.schema.DIST_CONFIGS` under the same names."""
+DISTRIBUTIONS.add("constant", lambda c: Constant(c.value))
+DISTRIBUTIONS.add("uniform", lambda c: Uniform(c.low, c.high))
+DISTRIBUTIONS.add("exponential", lambda c: Exponential(c.mean))
+DISTRIBUTIONS.add("lognormal", lambda c: Lognormal(c.mean, c.sigma))
+DISTRIBUTIONS.add("pareto", lambda c: Pareto(c.shape, c.scale))
+DISTRIBUTIONS.add("from_list", lambda c: FromList(list(c.values)))
+
 
 def make_distribution(cfg: DistConfig) -> Distribution:
     """The distribution a scenario config (``{dist: ..., ...}``) describes."""
-    if isinstance(cfg, ConstantDist):
-        return Constant(cfg.value)
-    if isinstance(cfg, UniformDist):
-        return Uniform(cfg.low, cfg.high)
-    if isinstance(cfg, ExponentialDist):
-        return Exponential(cfg.mean)
-    if isinstance(cfg, LognormalDist):
-        return Lognormal(cfg.mean, cfg.sigma)
-    if isinstance(cfg, ParetoDist):
-        return Pareto(cfg.shape, cfg.scale)
-    if isinstance(cfg, FromListDist):
-        return FromList(list(cfg.values))
-    raise TypeError(f"not a distribution config: {cfg!r}")
+    if not isinstance(cfg, DistBase):
+        raise TypeError(f"not a distribution config: {cfg!r}")
+    return DISTRIBUTIONS.get(cfg.dist)(cfg)
 
 
 __all__ = [
+    "DISTRIBUTIONS",
     "Constant",
+    "DistBuilder",
     "Distribution",
     "Exponential",
     "FromList",

@@ -25,7 +25,7 @@ from asyncfl.config.loader import (
     read_yaml,
     validate,
 )
-from asyncfl.config.schema import Scenario
+from asyncfl.config.schema import Scenario, tag_keys
 from asyncfl.errors import (
     ScenarioError,
     UserError,
@@ -205,14 +205,10 @@ def value_label(value: Any) -> str:
     return value_text(value)
 
 
-TAG_KEYS = ("name", "dataset", "dist", "model")
-"""Keys that name a choice in a mapping value (algorithm name, data set, distribution, ...)."""
-
-
 def short_label(value: Any) -> str:
     """``{name: per_fedavg, variant: hf, alpha: 0.01}`` -> ``per_fedavg-hf``; others as value_label."""
     if isinstance(value, Mapping):
-        parts = [value[k] for k in TAG_KEYS if k in value] + ([value["variant"]] if "variant" in value else [])
+        parts = [value[k] for k in tag_keys() if k in value] + ([value["variant"]] if "variant" in value else [])
         if parts:
             return "-".join(value_label(p) for p in parts)
     return value_label(value)
