@@ -56,6 +56,7 @@ from asyncfl.runs.rundir import (
     write_atomic,
     write_manifest,
 )
+from asyncfl.runs.server_rule import server_rule
 from asyncfl.sim.engine import Engine, EngineResult
 from asyncfl.sim.records import EVENT_COLUMNS, METRIC_COLUMNS
 
@@ -140,12 +141,15 @@ def build(
         float(eval_clients) * n_max * feat * 2 + eval_clients * model_bytes * 4.0,
         dev,
     )
-    backend = TorchBackend(model, rule, data, w0, scenario.server, scenario.eval, scenario.seed, executor, model_bytes)
+    server = server_rule(scenario.server, rule.server_rule)
+    backend = TorchBackend(
+        model, rule, data, w0, scenario.server, scenario.eval, scenario.seed, executor, model_bytes, server.step
+    )
     multiplier = None
     if scenario.system.speed_by_label > 0:
         frac = data.mean_label_fraction()
         multiplier = 1.0 + scenario.system.speed_by_label * (frac - 0.5)
-    engine = Engine.from_scenario(scenario, backend, base, multiplier, snapshot=snapshot)
+    engine = Engine.from_scenario(scenario, backend, base, multiplier, snapshot=snapshot, policy=server.policy)
     # Updates certain to be dropped as stale are never computed (empty unless async + drop).
     executor.before_chunk = lambda: backend.cancel_certain_drops(engine.certain_drops())
     return Built(scenario, dev, data, model, backend, engine)

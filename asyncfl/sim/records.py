@@ -10,6 +10,7 @@ TaskStatus = Literal[
     "dropped_offline",  # its client went offline before the upload finished
     "dropped_dropout",  # lost to the per-task dropout probability (client crashed before upload)
     "dropped_deadline",  # sync round: arrived after server.round_deadline
+    "dropped_overcommit",  # sync round with over-commitment: the round already had its first K arrivals
     "in_flight",  # still running when the run stopped
     "buffered",  # arrived, but still waiting in the server buffer when the run stopped
 ]
@@ -53,6 +54,21 @@ class EventRecord(NamedTuple):
     applied_version: int
 
 
+COUNT_KEYS = (  # the engine's totals: tasks dispatched, updates received, steps, and per status
+    "dispatched",
+    "client_updates",
+    "server_steps",
+    "applied",
+    "dropped_stale",
+    "dropped_offline",
+    "dropped_dropout",
+    "dropped_deadline",
+    "dropped_overcommit",
+    "buffered",
+    "in_flight",
+)
+
+
 METRIC_COLUMNS = ("sim_time", "server_version", "client_updates", "metric", "value")
 
 
@@ -66,4 +82,4 @@ class MetricRecord(NamedTuple):
     value: float
 
 
-__all__ = ["EVENT_COLUMNS", "METRIC_COLUMNS", "EventRecord", "MetricRecord", "TaskStatus"]
+__all__ = ["COUNT_KEYS", "EVENT_COLUMNS", "METRIC_COLUMNS", "EventRecord", "MetricRecord", "TaskStatus"]
