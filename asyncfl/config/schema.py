@@ -233,6 +233,44 @@ StalenessWeight = Annotated[
 ]
 
 
+class UniformSelection(Strict):
+    """Uniformly at random among idle, available clients (the default)."""
+
+    name: Literal["uniform"] = "uniform"
+
+
+class LeastRecentSelection(Strict):
+    """The idle, available client picked least recently (never picked first); ties uniformly at
+    random. Round-robin when every client is always available."""
+
+    name: Literal["least_recent"] = "least_recent"
+
+
+class DataSizeSelection(Strict):
+    """At random with probability proportional to the client's training-set size n_k (among the
+    idle, available clients)."""
+
+    name: Literal["data_size"] = "data_size"
+
+
+class OvercommitSelection(Strict):
+    """Speed-aware over-commitment (FedScale; Lai et al. 2021, OSDI, Sec. 5): a sync round starts
+    ceil(factor K) clients and keeps the first K arrivals, the others' results are discarded
+    (``dropped_overcommit``). Picks are at random with probability proportional to
+    (1 / expected task time)^speed_exponent (0: uniform, FedScale's own pick)."""
+
+    name: Literal["overcommit"] = "overcommit"
+    factor: Annotated[float, Field(ge=1.0)] = 1.3
+    """Clients started per client needed in a sync round (FedScale's default 1.3)."""
+    speed_exponent: NonNegFloat = 0.0
+    """alpha in P(pick k) proportional to (1 / E[task time of k])^alpha; 0 ignores speed."""
+
+
+Selection = Annotated[
+    UniformSelection | LeastRecentSelection | DataSizeSelection | OvercommitSelection, Field(discriminator="name")
+]
+
+
 class ServerConfig(Strict):
     """How the server takes updates.
 
@@ -258,12 +296,18 @@ class ServerConfig(Strict):
     staleness_weight: StalenessWeight = Field(default_factory=ConstantWeight)
     lr: PositiveFloat = 1.0
     aggregation: Literal["auto", "samples", "uniform"] = "auto"
+    selection: Selection = Field(default_factory=UniformSelection)
+    """Which idle, available client the server starts next (asyncfl.sim.selection): ``uniform``
+    (default), ``least_recent``, ``data_size`` (proportional to training-set size) or ``overcommit``
+    (FedScale's over-commitment in sync rounds, optionally speed-aware). A bare name is ``{name: ...}``.
+    Every random pick draws from the seeded ``selection`` stream."""
 
     @model_validator(mode="before")
     @classmethod
     def _weight_shorthand(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("staleness_weight"), str):
-            data = {**data, "staleness_weight": {"name": data["staleness_weight"]}}
+        for key in ("staleness_weight", "selection"):
+            if isinstance(data, dict) and isinstance(data.get(key), str):
+                data = {**data, key: {"name": data[key]}}
         return data
 
     @model_validator(mode="after")

@@ -149,7 +149,9 @@ def build(
     if scenario.system.speed_by_label > 0:
         frac = data.mean_label_fraction()
         multiplier = 1.0 + scenario.system.speed_by_label * (frac - 0.5)
-    engine = Engine.from_scenario(scenario, backend, base, multiplier, snapshot=snapshot, policy=server.policy)
+    engine = Engine.from_scenario(
+        scenario, backend, base, multiplier, snapshot=snapshot, policy=server.policy, train_sizes=data.train_sizes_np
+    )
     # Updates certain to be dropped as stale are never computed (empty unless async + drop).
     executor.before_chunk = lambda: backend.cancel_certain_drops(engine.certain_drops())
     return Built(scenario, dev, data, model, backend, engine)
