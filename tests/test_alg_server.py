@@ -31,7 +31,7 @@ from asyncfl.runs.runner import build
 from asyncfl.runs.server_rule import ServerRule, server_rule
 from asyncfl.sim import staleness
 from asyncfl.sim.staleness import WEIGHTS, exponential, hinge, polynomial, schema_names
-from asyncfl.types import ModelVersion, SimTime
+from asyncfl.types import ClientId, ModelVersion, SimTime
 
 D64 = torch.float64
 
@@ -262,7 +262,7 @@ def backend_and_engine(algorithm: dict[str, Any], server: dict[str, Any]) -> Any
 def arrive(b: TorchBackend, task: int, client: int, version: int, delta: Tensor) -> None:
     """Task ``task`` of ``client`` pulled ``version`` and its update is ``delta`` (set directly:
     these tests are about the server step, not the client rule)."""
-    b.dispatch(task, client, ModelVersion(version), 0, math.inf)  # type: ignore[arg-type]
+    b.dispatch(task, ClientId(client), ModelVersion(version), 0, SimTime(math.inf))
     b.executor.pending.pop(task)
     b.executor.results[task] = delta
 

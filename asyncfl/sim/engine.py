@@ -47,7 +47,9 @@ rounds of ``concurrency`` clients.
 one has arrived or been lost, or at ``round_deadline`` seconds after its start, when the tasks still
 running are ``dropped_deadline`` (arrivals at exactly the deadline count; the clients are told to
 stop and are idle again). If any update arrived, one step applies them all with weight 1.0 (s(0)).
-The next round starts at once; a round lasts as long as its slowest client.
+The next round starts at once; a round lasts as long as its slowest client. Under
+over-commitment (``server.selection: overcommit``) a round starts ceil(factor K) clients and ends
+at its K-th arrival: the tasks still running then are ``dropped_overcommit``.
 
 **Stop.** Whichever comes first: ``stop.sim_time`` (events at t > sim_time are not processed; the run
 ends at t = sim_time), ``stop.server_steps`` (right after that step), ``stop.client_updates`` (right
@@ -532,7 +534,7 @@ class Engine:
         t = self._inflight.pop(task, None)
         if t is None:  # cannot happen outside sync rounds; kept as the sync handler's guard
             return
-        client, _, _, base, _, _, _, now, fate = t  # the fields used here (one unpack: the hot path)
+        client, _, t0, base, down, comp, up, now, fate = t  # one unpack: the hot path
         self._idle.add(client)
         if self._wait:
             self._release_base(base)
@@ -559,11 +561,14 @@ class Engine:
                     raise
                 self._events.append(event(task, t, now, version, tau, "applied", weight, new))
                 self._stepped(new, 1)
-            else:
-                self._hold(task, t, version, tau, weight)
+            else:  # into the buffer (as _hold does, inlined); its event row is filled in when applied
+                slot = self._events_drained + len(self._events)
+                self._events.append(None)
+                w = (task, client, t0, now, base, version, tau, weight, down, comp, up, slot)
+                self._buffer.append(new_record(Waiting, w))
         else:
             self._lose(task, t)
-        # a full buffer makes a step, if the policy allows it (policy.full / step_allowed, inlined)
+        # K waiting updates (policy.buffer_size) make a step, if the policy allows it
         if self._buffer and len(self._buffer) >= self._k:
             if not self._wait or self.policy.step_allowed(self._version, self._oldest_base()):
                 self._apply()
@@ -667,7 +672,8 @@ class Engine:
         events = self._events
         off = self._events_drained
         for w in buffer:
-            events[w.slot - off] = event(w.task, w, w.arrival, w.version, w.staleness, "applied", w.weight, new)
+            task, _, _, arrival, _, version, tau, weight, _, _, _, slot = w
+            events[slot - off] = event(task, w, arrival, version, tau, "applied", weight, new)
         self._stepped(new, len(buffer))
 
     def _stepped(self, new: ModelVersion, applied: int) -> None:

@@ -84,10 +84,6 @@ class ServerPolicy:
         policy wait while that task would become staler than tau_max."""
         return not self.wait or oldest_base is None or oldest_base + self.tau_max >= version + 1
 
-    def full(self, waiting: int) -> bool:
-        """Does a buffer of ``waiting`` updates make a step (async and buffered)?"""
-        return waiting >= self.buffer_size
-
 
 def _fresh(tau: int) -> float:
     return 1.0
