@@ -27,10 +27,12 @@ Per run, from its final evaluation:
 theta_i(w); FedAvg: one fine-tuning step of its lr) and ``global_accuracy`` (the server model as
 is, on the union of the clients' test sets).
 
-Writes into DIR: ``runs/`` (one asyncfl run directory per run; rerunning the command keeps the
-finished ones), ``runs.csv`` (one row per run), ``results.csv`` and ``results.md`` (mean and s.d.
-over seeds per data set, algorithm and mode, and the findings checked), ``accuracy.png`` (final
-accuracies) and ``curves.png`` (accuracy against client updates).
+Writes into DIR: ``runs/DATASET/MODE/`` (one asyncfl sweep per data set and server mode:
+``sweep.json`` and one run directory per algorithm and seed; rerunning the command keeps the
+finished runs and continues interrupted ones; Ctrl-C exits 130 and says how to resume),
+``runs.csv`` (one row per run), ``results.csv`` and ``results.md`` (mean and s.d. over seeds per
+data set, algorithm and mode, and the findings checked), ``accuracy.png`` (final accuracies) and
+``curves.png`` (accuracy against client updates).
 
 ``--tune`` instead runs the step-size grid of every algorithm (:data:`TUNE_GRID`: the same number
 of points, 6, for each algorithm) under both server modes on a seed not used for reporting
@@ -47,26 +49,27 @@ Scales: ``tiny`` (6 clients, 24 client updates, 1 seed: seconds; what the tests 
 ``small`` (the scenario files as written, 3 seeds: ~8 min on a 2-core CPU with 2 workers),
 ``full`` (4x the budget, 5 seeds).
 
-Only the public API is used: :func:`asyncfl.load_scenario`, :func:`asyncfl.run`,
-:func:`asyncfl.load_run`, then pandas / seaborn.
+Built on asyncfl's public study API: :func:`asyncfl.study.sweep_plan.plan_sweep` (planning and
+validating every run), :func:`asyncfl.study.sweep.run_sweep` with a
+:class:`~asyncfl.study.sweep.LocalPool` (the process pool, resume detection, the sweep lock) and
+:func:`asyncfl.study.results.load_study` (reading the runs back), then pandas / seaborn.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import itertools
-import multiprocessing as mp
 import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from asyncfl.study.stats import t_quantile  # exact Student t: the one implementation figures and reports use
 
 REPO = Path(__file__).resolve().parent.parent
 SCENARIOS: dict[str, Path] = {
@@ -163,19 +166,17 @@ def arm_sort(key: str) -> int:
 
 
 @dataclass(frozen=True)
-class Job:
-    """One run: the scenario mapping (before overrides), its overrides, where it goes."""
+class Part:
+    """One sweep of the study: a data set under one server mode (the evaluation cadence depends
+    on the mode), over the algorithm blocks (and, tuning or matched, their step sizes) x seeds.
+    ``runs``: run name -> (arm, step-size label)."""
 
     dataset: str
-    arm: str
     mode: str
-    seed: int
-    mapping: dict[str, Any]
-    overrides: tuple[str, ...]
-    base_dir: str
-    run_dir: str
-    label: str = ""  # free text (tuning: the grid point)
-    cost: float = 1.0  # rough relative cost, for scheduling the longest first
+    plan: Any  # asyncfl.study.sweep_plan.SweepPlan
+    sweep_dir: Path
+    budget: int
+    runs: dict[str, tuple[str, str]]
 
 
 def read_study_file(path: Path) -> dict[str, Any]:
@@ -212,14 +213,6 @@ def cadence(mode: str, budget: int, cohort: int, evals: int) -> int:
     return max(1, steps // max(1, evals))
 
 
-def base_mapping(data: dict[str, Any], algorithm: dict[str, Any], mode: str, seed: int) -> dict[str, Any]:
-    m = copy.deepcopy({k: v for k, v in data.items() if k != "sweep"})
-    m["algorithm"] = copy.deepcopy(algorithm)
-    m.setdefault("server", {})["mode"] = mode
-    m["seed"] = seed
-    return m
-
-
 def budget_of(dataset: str, data: dict[str, Any], scale: Scale) -> int:
     if dataset in scale.budget:
         return scale.budget[dataset]
@@ -238,6 +231,32 @@ def cohort_of(mapping: dict[str, Any], overrides: Sequence[str], mode: str) -> i
 ARM_COST = {"per_fedavg-hf": 4.0, "per_fedavg-fo": 2.5, "fedavg": 1.5, "pfedme": 5.0}
 
 
+ARM_COST = {"per_fedavg-hf": 4.0, "per_fedavg-fo": 2.5, "fedavg": 1.5, "pfedme": 5.0}
+"""Rough relative cost of a run per algorithm, to start the longest runs of a sweep first."""
+
+
+def blocks_of(ds: str, path: Path, algorithms: list[dict[str, Any]], tune: bool,
+              matched: bool) -> list[tuple[dict[str, Any], str]]:
+    """The algorithm blocks of one data set with their step-size labels: the file's blocks, or
+    every tuning point of each, or Per-FedAvg HF and FO at each matched point."""
+    if matched:
+        hf = next((a for a in algorithms if arm_key(a) == "per_fedavg-hf"), None)
+        if hf is None:
+            raise SystemExit(f"{path}: --matched needs a Per-FedAvg (HF) block in sweep.grid.algorithm")
+        return [({**hf, "variant": v, "alpha": a, "beta": b}, f"alpha={a:g},beta={b:g}")
+                for v in ("hf", "fo") for a, b in MATCHED_GRID[ds]]
+    if not tune:
+        return [(alg, "") for alg in algorithms]
+    out = []
+    for alg in algorithms:
+        grid = TUNE_GRID[ds][alg["name"]]
+        names = list(grid)
+        for vals in itertools.product(*(grid[n] for n in names)):
+            point = dict(zip(names, vals, strict=True))
+            out.append(({**alg, **point}, ",".join(f"{k}={v:g}" for k, v in point.items())))
+    return out
+
+
 def plan(
     out: Path,
     datasets: Sequence[str],
@@ -246,12 +265,12 @@ def plan(
     extra: dict[str, list[str]],
     tune: bool = False,
     matched: bool = False,
-) -> tuple[list[Job], list[str]]:
-    """The jobs of the study (or of the tuning grid, or of the matched HF / FO comparison) and the
-    data sets skipped, with reasons."""
-    import asyncfl
+) -> tuple[list[Part], list[str]]:
+    """The sweeps of the study (or of the tuning grid, or of the matched HF / FO comparison), every
+    run validated now, and the data sets skipped, with reasons."""
+    from asyncfl.study.sweep_plan import plan_sweep, value_text
 
-    jobs: list[Job] = []
+    parts: list[Part] = []
     skipped: list[str] = []
     for ds in datasets:
         path = SCENARIOS[ds]
@@ -263,140 +282,58 @@ def plan(
             skipped.append(reason)
             continue
         budget = budget_of(ds, data, scale)
-        n_seeds = seeds or scale.seeds or int(data["sweep"].get("seeds", 1))
-        modes = list(data["sweep"]["grid"].get("server.mode", MODES))
-        ds_cost = 2.0 if ds == "mnist" else 1.0
-        algorithms = list(data["sweep"]["grid"]["algorithm"])
-        if matched:
-            hf = next((a for a in algorithms if arm_key(a) == "per_fedavg-hf"), None)
-            if hf is None:
-                raise SystemExit(f"{path}: --matched needs a Per-FedAvg (HF) block in sweep.grid.algorithm")
-            algorithms = [{**hf, "variant": v} for v in ("hf", "fo")]
-        for alg in algorithms:
-            key = arm_key(alg)
-            if matched:
-                variants = [({**alg, "alpha": a, "beta": b}, f"alpha={a:g},beta={b:g}") for a, b in MATCHED_GRID[ds]]
-                seed_list = [int(data.get("seed", 0)) + i for i in range(n_seeds)]
-            elif tune:
-                grid = TUNE_GRID[ds][alg["name"]]
-                names = list(grid)
-                points = [dict(zip(names, vals, strict=True)) for vals in itertools.product(*(grid[n] for n in names))]
-                variants = [({**alg, **p}, ",".join(f"{k}={v:g}" for k, v in p.items())) for p in points]
-                seed_list = [TUNE_SEED]
-            else:
-                variants = [(alg, "")]
-                seed_list = [int(data.get("seed", 0)) + i for i in range(n_seeds)]
-            for (block, label), mode, seed in itertools.product(variants, modes, seed_list):
-                mapping = base_mapping(data, block, mode, seed)
-                cohort = cohort_of(mapping, over_ds, mode)
-                every = budget + 1 if (tune or matched) else cadence(mode, budget, cohort, scale.evals)
-                overrides = (*over_ds, f"stop.client_updates={budget}", f"eval.every_steps={every}")
-                sub = Path(ds) / key / (label or ".") / mode / f"seed={seed}"
-                run_dir = out / ("tune" if tune else "matched" if matched else "runs") / sub
-                jobs.append(
-                    Job(ds, key, mode, seed, mapping, tuple(overrides), str(base_dir), str(run_dir.resolve()),
-                        label, ARM_COST.get(key, 2.0) * ds_cost)
-                )
-                asyncfl.load_scenario(mapping, list(overrides))  # fail fast: validate every run now
-    return jobs, skipped
+        n_seeds = 1 if tune else seeds or scale.seeds or int(data["sweep"].get("seeds", 1))
+        first_seed = TUNE_SEED if tune else int(data.get("seed", 0))
+        blocks = blocks_of(ds, path, list(data["sweep"]["grid"]["algorithm"]), tune, matched)
+        labels = {value_text(b): (arm_key(b), label) for b, label in blocks}
+        base = {k: v for k, v in data.items() if k != "sweep"}
+        for mode in data["sweep"]["grid"].get("server.mode", MODES):
+            every = budget + 1 if (tune or matched) else cadence(mode, budget, cohort_of(base, over_ds, mode), scale.evals)
+            overrides = [*over_ds, f"server.mode={mode}", f"stop.client_updates={budget}", f"eval.every_steps={every}"]
+            p = plan_sweep(base, {"algorithm": [b for b, _ in blocks]}, n_seeds, overrides, first_seed,
+                           base_dir=base_dir)
+            runs = {r.name: labels[value_text(r.overrides["algorithm"])] for r in p.runs}
+            # the most expensive first, so that the last runs of a sweep are short ones
+            p = replace(p, runs=sorted(p.runs, key=lambda r: -ARM_COST.get(runs[r.name][0], 2.0)))
+            folder = out / ("tune" if tune else "matched" if matched else "runs") / ds / mode
+            parts.append(Part(ds, mode, p, folder, budget, runs))
+    return parts, skipped
 
 
 # ------------------------------------------------------------------------------------------------
-# Running (public API only)
+# Running: asyncfl's sweeps (resumable, one writer per sweep directory, Ctrl-C exits 130)
 # ------------------------------------------------------------------------------------------------
 
 
-def _init_worker(threads: int) -> None:
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    import torch
+def run_parts(parts: list[Part], workers: int, threads: int = 1, quiet: bool = False, force: bool = False,
+              command: str = "") -> list[str]:
+    """Run every sweep, keeping finished runs, ``workers`` runs at a time, each with ``threads``
+    torch threads (these models are small: a second intra-op thread buys nothing and, on a loaded
+    2-core machine, made runs ~10x slower). Returns the failures, one line each."""
+    from asyncfl.study.sweep import LocalPool, SweepFailedError, run_sweep, sweep_states
 
-    torch.set_num_threads(threads)
-
-
-def _comparable(scenario: Any, base_dir: str) -> dict[str, Any]:
-    """The scenario as a plain dict with ``data.root`` made absolute against ``base_dir`` (a run
-    directory's scenario.yaml holds the absolute path, the study file a relative one)."""
-    d = scenario.model_dump(mode="json")
-    root = d.get("data", {}).get("root")
-    if isinstance(root, str):
-        p = Path(os.path.expanduser(root))
-        d["data"]["root"] = str(p if p.is_absolute() else (Path(base_dir) / p).resolve())
-    return d
-
-
-def _finished(job: Job) -> bool:
-    """A finished run with the same scenario is kept (rerunning the study resumes it)."""
-    import asyncfl
-
-    d = Path(job.run_dir)
-    if not (d / "manifest.json").is_file():
-        return False
-    try:
-        res = asyncfl.load_run(d)
-        if res.status not in ("completed", "diverged"):
-            return False
-        saved = asyncfl.load_scenario(d / "scenario.yaml")
-        want = asyncfl.load_scenario(job.mapping, list(job.overrides))
-        return _comparable(saved, str(d)) == _comparable(want, job.base_dir)
-    except Exception:
-        return False
-
-
-def execute(job: Job) -> tuple[str, str]:
-    """Run one job into its directory; returns (status, error line)."""
-    import asyncfl
-    from asyncfl.errors import AsyncFLError, DivergedError
-
-    t0 = time.perf_counter()
-    try:
-        scenario = asyncfl.load_scenario(job.mapping, list(job.overrides))
-        asyncfl.run(scenario, job.run_dir, base_dir=job.base_dir, force=True)
-        return "completed", f"{time.perf_counter() - t0:.1f} s"
-    except DivergedError as exc:
-        return "diverged", exc.one_line()
-    except AsyncFLError as exc:
-        return "failed", exc.one_line()
-
-
-def run_jobs(jobs: list[Job], workers: int, threads: int = 1, quiet: bool = False) -> dict[str, tuple[str, str]]:
-    """Run the jobs not already finished, the most expensive first, ``workers`` at a time, each
-    with ``threads`` torch threads (these models are small: a second intra-op thread buys nothing
-    and, on a loaded 2-core machine, made runs ~10x slower)."""
-    todo = [j for j in jobs if not _finished(j)]
-    todo.sort(key=lambda j: -j.cost)
-    status: dict[str, tuple[str, str]] = {}
+    kept = sum(state == "done" for p in parts for _, state in sweep_states(p.plan, p.sweep_dir, force=force))
+    total = sum(len(p.plan.runs) for p in parts)
     if not quiet:
-        print(f"  {len(jobs) - len(todo)} runs kept, {len(todo)} to run with {workers} worker(s)", file=sys.stderr)
-    threads = max(1, int(threads))
+        print(f"  {kept} runs kept, {total - kept} to run with {workers} worker(s)", file=sys.stderr)
+    failed: list[str] = []
+    with LocalPool(workers, max(1, int(threads))) as backend:  # one pool for every sweep
+        for part in parts:
 
-    def report(job: Job, res: tuple[str, str]) -> None:
-        status[job.run_dir] = res
-        if not quiet:
-            what = f"{job.dataset} {job.arm} {job.label} {job.mode} seed={job.seed}".replace("  ", " ")
-            print(f"  {res[0]:>9}  {what}  ({res[1]})", file=sys.stderr)
+            def report(event: str, run: Any, part: Part = part) -> None:
+                if quiet or event != "done":
+                    return
+                arm, label = part.runs[run.name]
+                what = f"{part.dataset} {arm} {label} {part.mode} seed={run.seed}".replace("  ", " ")
+                detail = f"{run.wall_time_s:.1f} s" if run.status == "completed" else run.error or ""
+                print(f"  {run.status:>9}  {what}  ({detail})", file=sys.stderr)
 
-    if workers <= 1 or len(todo) <= 1:
-        import torch
-
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            for job in todo:
-                report(job, execute(job))
-        finally:
-            torch.set_num_threads(before)
-        return status
-    ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as ex:
-        futures = {ex.submit(execute, job): job for job in todo}
-        for fut in as_completed(futures):
-            job = futures[fut]
             try:
-                res = fut.result()
-            except Exception as exc:  # a crash in a worker is reported, not fatal to the study
-                res = ("failed", " ".join(f"{type(exc).__name__}: {exc}".split())[:200])
-            report(job, res)
-    return status
+                run_sweep(part.plan, part.sweep_dir, backend=backend, progress=report, force=force,
+                          command=command.split() or None)
+            except SweepFailedError as exc:  # the other runs are written; rerunning retries the failed
+                failed.append(f"{part.dataset} {part.mode}: {exc.one_line()}")
+    return failed
 
 
 # ------------------------------------------------------------------------------------------------
@@ -404,49 +341,61 @@ def run_jobs(jobs: list[Job], workers: int, threads: int = 1, quiet: bool = Fals
 # ------------------------------------------------------------------------------------------------
 
 
-def collect(jobs: Iterable[Job]) -> tuple[Any, Any]:
-    """(per-run final metrics, all evaluations) as pandas frames, read back with asyncfl.load_run."""
+def collect(parts: Iterable[Part]) -> tuple[Any, Any]:
+    """(per-run final metrics, all evaluations) as pandas frames, read back with asyncfl's results
+    API (:func:`asyncfl.study.results.load_study`: the finished runs of each sweep)."""
     import pandas as pd
 
-    import asyncfl
+    from asyncfl.errors import RunDirError
+    from asyncfl.study.results import load_study
 
     rows, curves = [], []
-    for job in jobs:
+    for part in parts:
         try:
-            res = asyncfl.load_run(job.run_dir)
-        except Exception:
+            study = load_study(part.sweep_dir)
+        except RunDirError:  # no finished run in this sweep
             continue
-        fm = res.final_metrics
-        man = res.manifest
-        applied = int(man.get("updates_applied", 0))
-        dropped = int(man.get("updates_dropped", 0))
-        rows.append({
-            "dataset": job.dataset,
-            "algorithm": ARM_LABELS.get(job.arm, job.arm),
-            "arm": job.arm,
-            "hyper": job.label,
-            "mode": job.mode,
-            "seed": job.seed,
-            "status": res.status,
-            "personalized_accuracy": fm.get("personalized_accuracy", float("nan")),
-            "global_accuracy": fm.get("global_accuracy", float("nan")),
-            "personalized_accuracy_p10": fm.get("personalized_accuracy_p10", float("nan")),
-            "personalized_loss": fm.get("personalized_loss", float("nan")),
-            "client_updates": applied + dropped,
-            "updates_dropped": dropped,
-            "staleness_mean": float(man.get("staleness_mean", 0.0)),
-            "staleness_max": int(man.get("staleness_max", 0)),
-            "sim_time_s": float(man.get("sim_time", float("nan"))),
-            "wall_time_s": float(man.get("wall_time_s", float("nan"))),
-        })
-        met = res.metrics
-        first = met[(met["metric"] == "personalized_accuracy")].sort_values(["client_updates", "sim_time"])
-        rows[-1]["personalized_accuracy_start"] = float(first["value"].iloc[0]) if len(first) else float("nan")
-        m = met[met["metric"].isin(METRICS)].copy()
-        m["dataset"], m["algorithm"], m["arm"], m["mode"], m["seed"], m["hyper"] = (
-            job.dataset, ARM_LABELS.get(job.arm, job.arm), job.arm, job.mode, job.seed, job.label)
-        curves.append(m)
+        for loaded in study.loaded:
+            arm, label = part.runs.get(loaded.name, ("", ""))
+            if not arm:
+                continue
+            res, seed = loaded.result, loaded.seed
+            fm, man = res.final_metrics, res.manifest
+            applied = int(man.get("updates_applied", 0))
+            dropped = int(man.get("updates_dropped", 0))
+            met = res.metrics
+            first = met[(met["metric"] == "personalized_accuracy")].sort_values(["client_updates", "sim_time"])
+            rows.append({
+                "dataset": part.dataset,
+                "algorithm": ARM_LABELS.get(arm, arm),
+                "arm": arm,
+                "hyper": label,
+                "mode": part.mode,
+                "seed": seed,
+                "status": res.status,
+                "personalized_accuracy": fm.get("personalized_accuracy", float("nan")),
+                "global_accuracy": fm.get("global_accuracy", float("nan")),
+                "personalized_accuracy_p10": fm.get("personalized_accuracy_p10", float("nan")),
+                "personalized_loss": fm.get("personalized_loss", float("nan")),
+                "client_updates": applied + dropped,
+                "updates_dropped": dropped,
+                "staleness_mean": float(man.get("staleness_mean", 0.0)),
+                "staleness_max": int(man.get("staleness_max", 0)),
+                "sim_time_s": float(man.get("sim_time", float("nan"))),
+                "wall_time_s": float(man.get("wall_time_s", float("nan"))),
+                "personalized_accuracy_start": float(first["value"].iloc[0]) if len(first) else float("nan"),
+            })
+            m = met[met["metric"].isin(METRICS)].copy()
+            m["dataset"], m["algorithm"], m["arm"], m["mode"], m["seed"], m["hyper"] = (
+                part.dataset, ARM_LABELS.get(arm, arm), arm, part.mode, seed, label)
+            curves.append(m)
     runs = pd.DataFrame(rows)
+    if len(runs):  # the study's order (data set, mode, algorithm), whatever order the runs ran in
+        runs["_d"] = runs["dataset"].map({d: i for i, d in enumerate(SCENARIOS)})
+        runs["_m"] = runs["mode"].map({m: i for i, m in enumerate(MODES)})
+        runs["_a"] = runs["arm"].map(arm_sort)
+        runs = runs.sort_values(["_d", "_m", "_a", "hyper", "seed"], kind="stable")
+        runs = runs.drop(columns=["_d", "_m", "_a"]).reset_index(drop=True)
     evals = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
     return runs, evals
 
@@ -713,18 +662,6 @@ def tuning_report(runs: Any, out: Path, command: str) -> dict[str, Path]:
 # Matched HF / FO comparison
 # ------------------------------------------------------------------------------------------------
 
-T_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-        12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
-"""Two-sided 95% quantiles of Student's t by degrees of freedom (df above 30: 1.96)."""
-
-
-def t_quantile(df: int) -> float:
-    """The 95% two-sided t quantile for ``df`` degrees of freedom (the nearest tabulated df below)."""
-    if df < 1:
-        return float("nan")
-    return T_95[max(k for k in T_95 if k <= df)] if df <= 30 else 1.96
-
-
 def paired(runs: Any) -> Any:
     """Per (data set, mode, step sizes): HF and FO means and their paired difference over seeds.
 
@@ -859,6 +796,7 @@ def run_study(
     command: str = "",
     threads: int = 1,
     matched: bool = False,
+    force: bool = False,
 ) -> dict[str, Path]:
     """Run (or resume) the study and write its table and figures; returns what was written."""
     if scale not in SCALES:
@@ -871,24 +809,22 @@ def run_study(
     out.mkdir(parents=True, exist_ok=True)
     if tune and matched:
         raise SystemExit("--tune and --matched: choose one")
-    jobs, skipped = plan(out, datasets, sc, seeds, extra or {}, tune=tune, matched=matched)
+    parts, skipped = plan(out, datasets, sc, seeds, extra or {}, tune=tune, matched=matched)
     for s in skipped:
         print(f"personalization_study: skipped {s}", file=sys.stderr)
-    if not jobs:
+    if not parts:
         raise SystemExit("personalization_study: nothing to run (every data set skipped)")
     if not quiet:
         what = ", tuning" if tune else ", HF vs FO at matched step sizes" if matched else ""
-        print(f"personalization study ({scale}{what}): {len(jobs)} runs into {out}",
-              file=sys.stderr)
+        n_runs = sum(len(p.plan.runs) for p in parts)
+        print(f"personalization study ({scale}{what}): {n_runs} runs into {out}", file=sys.stderr)
     t0 = time.perf_counter()
-    status = run_jobs(jobs, workers, threads, quiet)
-    failed = [f"{k}: {v[1]}" for k, v in status.items() if v[0] == "failed"]
-    for f in failed:
-        print(f"personalization_study: run failed: {f}", file=sys.stderr)
-    runs, evals = collect(jobs)
+    command = command or f"python analysis/personalization_study.py --out {out} --scale {scale}"
+    for f in run_parts(parts, workers, threads, quiet, force, command):
+        print(f"personalization_study: runs failed: {f}", file=sys.stderr)
+    runs, evals = collect(parts)
     if runs.empty:
         raise SystemExit("personalization_study: no run finished")
-    command = command or f"python analysis/personalization_study.py --out {out} --scale {scale}"
     written: dict[str, Path] = {}
     if tune:
         runs.to_csv(out / "tuning_runs.csv", index=False)
@@ -906,8 +842,7 @@ def run_study(
     written["results.csv"] = out / "results.csv"
     (out / "results.md").write_text(markdown(table, checks, scale, command, skipped))
     written["results.md"] = out / "results.md"
-    budgets = {j.dataset: next(int(o.split("=")[1]) for o in j.overrides if o.startswith("stop.client_updates="))
-               for j in jobs}
+    budgets = {p.dataset: p.budget for p in parts}
     written["accuracy.png"] = figure_accuracy(runs, out / "accuracy.png")
     written["curves.png"] = figure_curves(evals, budgets, sc.evals, out / "curves.png")
     if not quiet:
@@ -944,6 +879,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--matched", action="store_true",
                    help="run Per-FedAvg HF and FO at the same step sizes (MATCHED_GRID), paired by seed "
                         "(matched.csv / matched.md / matched.png)")
+    p.add_argument("--force", action="store_true",
+                   help="rerun every run, also finished ones and runs of a different setting in --out")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     extra = parse_sets(args.sets)
@@ -957,7 +894,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         written = run_study(args.out, args.scale, args.seeds, args.workers, datasets, extra, args.tune,
-                            args.quiet, command.strip(), args.threads, args.matched)
+                            args.quiet, command.strip(), args.threads, args.matched, args.force)
     except AsyncFLError as exc:
         print(f"personalization_study: error: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code

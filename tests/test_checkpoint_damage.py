@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -169,6 +171,27 @@ def _checkpoint_is_a_file(d: Path) -> None:
     (d / "checkpoint").write_text("not a directory\n")
 
 
+def _long_number(rel: str) -> Callable[[Path], None]:
+    """The file's first integer replaced by one of 5,000 digits (past Python's int conversion limit)."""
+
+    def damage(d: Path) -> None:
+        p = d / rel
+        p.write_bytes(re.sub(rb"[0-9]+", b"9" * 5000, p.read_bytes(), count=1))
+
+    return damage
+
+
+def _fifo(rel: str) -> Callable[[Path], None]:
+    """A named pipe in the file's place: reading it would block forever."""
+
+    def damage(d: Path) -> None:
+        p = d / rel
+        p.unlink()
+        os.mkfifo(p)
+
+    return damage
+
+
 def _drop(key: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
     return lambda s: {k: v for k, v in s.items() if k != key}
 
@@ -199,6 +222,8 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
     "latest-garbage": (_write(L, b"\xff\xfegarbage"), L),
     "latest-empty-file": (_write(L, b""), L),
     "latest-a-folder": (_replace_by_dir(L), L),
+    "latest-long-number": (_long_number(L), L),
+    "latest-a-fifo": (_fifo(L), L),
     "latest-names-missing-generation": (_write(L, b'{"generation": 99}'), "checkpoint/state-99.json"),
     # 2. state-<g>.json
     "state-list": (_write(S, b"[]"), S),
@@ -207,6 +232,11 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
     "state-empty-file": (_write(S, b""), S),
     "state-truncated": (_truncate(S, 0.5), S),
     "state-deeply-nested": (_write(S, b"[" * 100000 + b"]" * 100000), S),
+    "state-deep-inside-an-object": (_write(S, b'{"format": 2, "engine": ' + b"[" * 100000 + b"]" * 100000 + b"}"), S),
+    "state-long-number": (_long_number(S), S),
+    "state-long-float": (lambda d: (d / S).write_bytes((d / S).read_bytes().replace(b'"format": 2', b'"format": 2.' + b"5" * 5000)), S),
+    "state-binary": (_write(S, b"\x89PNG\r\n\x1a\n\xff\xfe\x00"), S),
+    "state-a-fifo": (_fifo(S), S),
     "state-missing": (_remove(S), S),
     "state-no-partial-sizes": (_edit_state(3, _drop("partial_sizes")), S),
     "state-no-engine": (_edit_state(3, _drop("engine")), S),
@@ -448,6 +478,53 @@ def test_a_state_without_a_hash_is_still_read(runs: dict[str, Path], tmp_path: P
     d = _copy(runs, tmp_path)
     _edit_state(3, _drop("tensors_sha256"))(d)
     assert checkpoint.load_checkpoint(d, cut=False).generation == 3
+
+
+def _outside(tmp_path: Path, data: bytes = b"not yours\n") -> Path:
+    p = tmp_path / "outside.txt"
+    p.write_bytes(data)
+    return p
+
+
+@pytest.mark.parametrize("rel", ["events.partial.csv", "metrics.partial.csv", "checkpoint/latest.json", S, T])
+def test_resume_never_reads_or_writes_through_a_symlink(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], rel: str
+) -> None:
+    """An events.partial.csv symlinked outside the run directory used to be appended to by resume."""
+    d = _copy(runs, tmp_path)
+    outside = _outside(tmp_path, (d / rel).read_bytes())
+    (d / rel).unlink()
+    (d / rel).symlink_to(outside)
+    code, err = _resume(d, capsys)
+    assert code == 2 and err.count("\n") == 1 and "symbolic link" in err and str(d / rel) in err, err
+    assert outside.read_bytes() == (runs["crashed"] / rel).read_bytes()
+
+
+def test_resume_refuses_a_checkpoint_folder_that_is_a_symlink(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = _copy(runs, tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(d / "checkpoint", elsewhere)
+    (d / "checkpoint").symlink_to(elsewhere)
+    before = _files(elsewhere)
+    code, err = _resume(d, capsys)
+    assert code == 2 and err.count("\n") == 1 and "symbolic link" in err, err
+    assert _files(elsewhere) == before
+
+
+def test_resume_removes_temporary_files_a_killed_writer_left(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """They used to stay even after a successful resume."""
+    d = _copy(runs, tmp_path)
+    for rel in (".events.csv.tmp-99999", ".manifest.json.tmp-1", "checkpoint/.tensors-4.pt.tmp-42",
+                "checkpoint/.state-4.json.tmp-42"):
+        (d / rel).write_bytes(b"half")
+    (d / "mine.tmp-1").write_bytes(b"a user's file: not ours to remove")
+    asyncfl.resume(d)
+    _same_as_ref(runs, d)
+    assert sorted(p.name for p in d.rglob("*") if "tmp" in p.name) == ["mine.tmp-1"]
 
 
 def test_run_force_replaces_a_file_in_the_checkpoint_folder_place(tmp_path: Path) -> None:

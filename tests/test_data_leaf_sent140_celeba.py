@@ -295,9 +295,11 @@ def test_run_sent140_char_lstm(tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_run_celeba_cnn(tmp_path: Path, size: int) -> None:
     """The Python API with a scenario folder: a relative data.images is made absolute in the run's
     scenario.yaml, like data.root."""
+    from asyncfl.config.loader import read_yaml
+
     write_fake_leaf(tmp_path / "celeba", "celeba", users=4, train_per_user=(3, 5), test_per_user=(1, 2))
     (tmp_path / "celeba" / "raw" / "img_align_celeba").rename(tmp_path / "faces")
-    scenario = yaml.safe_load(Path(QUICK).read_text())
+    scenario = read_yaml(QUICK)  # the scenario loader: 2.0e6 is a float (YAML 1.2), not a string
     scenario["data"] = {"dataset": "leaf", "task": "celeba", "root": "celeba", "images": "faces",
                         "image_size": size}
     scenario["model"] = {"name": "cnn", "channels": [4, 8], "hidden": 16}

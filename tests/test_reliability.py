@@ -320,3 +320,252 @@ def test_fuzzed_scenarios_and_arguments_run_or_exit_with_one_line(
         assert err.count("\n") == 1 and err.startswith("asyncfl: error:"), err
     if code == 3:
         assert err.startswith("asyncfl: error: diverged:"), err
+
+
+# ------------------------------------------------------------------------------------------------
+# Fuzzing the sizes of --grid/--set values and the strictness of scenario types (issue 15).
+# ------------------------------------------------------------------------------------------------
+
+
+def _sized_value(kind: str, n: int) -> str:
+    """A --grid/--set value text of a given shape: n values, nesting n deep, an alias tree of
+    depth n (9^n values), or n characters."""
+    if kind == "values":
+        return ",".join(f"0.{i:05d}1" for i in range(1, n + 1))
+    if kind == "list":
+        return "[" + ", ".join(["1"] * n) + "]"
+    if kind == "nest":
+        return "[" * n + "]" * n
+    if kind == "alias":
+        parts = ["&a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"] + [f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, n)]
+        return "[" + ", ".join(parts) + "]"
+    return "0.5" + "0" * (n - 3)  # "long": a valid number, n characters
+
+
+SIZED = st.one_of(
+    st.tuples(st.just("values"), st.sampled_from([1, 2, 7, 10_001, 11_000])),
+    st.tuples(st.just("list"), st.sampled_from([1, 9_999, 10_001, 30_000])),
+    st.tuples(st.just("nest"), st.integers(1, 60)),
+    st.tuples(st.just("alias"), st.integers(1, 9)),
+    st.tuples(st.just("long"), st.sampled_from([5, 16_384, 16_385, 70_000])),
+)
+
+
+@settings(max_examples=int(os.environ.get("ASYNCFL_FUZZ_EXAMPLES_SIZES", "60")), deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(shape=SIZED, option=st.sampled_from(["--grid", "--set"]), seeds=st.sampled_from([None, "2", "20000"]))
+def test_fuzzed_grid_and_set_sizes_plan_or_exit_2_at_once(
+    tmp_path_factory: pytest.TempPathFactory, shape: tuple[str, int], option: str, seeds: str | None
+) -> None:
+    """Any size of --grid/--set value (many values, deep nesting, alias bombs, long text) and any
+    --seeds either plans the sweep or exits 2 with one line, within seconds (no hang)."""
+    import contextlib
+    import io
+
+    tmp = tmp_path_factory.mktemp("sizes")
+    scen = write_scenario(tmp / "s.yaml", {**FUZZ_BASE, "stop": {"server_steps": 2}})
+    text = _sized_value(*shape)
+    key = "algorithm.lr"
+    if option == "--set" and shape[0] == "values":
+        text = text.split(",")[0] if shape[1] < 10 else text  # --set takes one value
+    args = ["sweep", str(scen), "--out", str(tmp / "out"), "--dry-run", option, f"{key}={text}"]
+    if seeds:
+        args += ["--seeds", seeds]
+    err = io.StringIO()
+    t0 = time.perf_counter()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(args)
+    took = time.perf_counter() - t0
+    assert code in (0, 2), err.getvalue()
+    if code == 2:
+        assert err.getvalue().count("\n") == 1 and err.getvalue().startswith("asyncfl: error:"), err.getvalue()
+        assert took < 5.0, f"refusing took {took:.1f} s: {shape} {option}"
+
+
+WRONG = {  # per leaf type, values of another type a scenario file might hold by mistake
+    "number": [True, False, "0.5", "1e-3", "1", [0.5], {"v": 1}],
+    "count": [True, False, 2.5, 3.0, "3", "x", [3]],
+    "bool": [0, 1, "true", "yes", 1.0, [True]],
+    "string": [1, 2.5, True, ["x"]],
+}
+
+
+def _leaves(node: Any, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str]]:
+    out: list[tuple[tuple[str, ...], str]] = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out.extend(_leaves(v, (*prefix, k)))
+    elif isinstance(node, bool):
+        out.append((prefix, "bool"))
+    elif isinstance(node, int):
+        out.append((prefix, "count"))
+    elif isinstance(node, float):
+        out.append((prefix, "number"))
+    elif isinstance(node, str):
+        out.append((prefix, "string"))
+    return out
+
+
+LEAVES = _leaves(RESOLVED)
+
+
+@settings(max_examples=int(os.environ.get("ASYNCFL_FUZZ_EXAMPLES_TYPES", "200")), deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(leaf=st.sampled_from(LEAVES), pick=st.integers(0, 6), via_set=st.booleans())
+def test_fuzzed_wrong_types_are_refused_naming_the_key(leaf: tuple[tuple[str, ...], str], pick: int, via_set: bool) -> None:
+    """A bool, a numeric string or a float where another type goes is refused, in a file or with
+    --set, with one line that starts with the key (never coerced: `lr: true` was lr = 1.0)."""
+    from asyncfl.config import apply_overrides, validate
+    from asyncfl.errors import ScenarioError
+    from asyncfl.study.sweep_plan import value_text
+
+    path, kind = leaf
+    value = WRONG[kind][pick % len(WRONG[kind])]
+    data = json.loads(json.dumps(RESOLVED))
+    if via_set:
+        data = apply_overrides(data, [f"{'.'.join(path)}={value_text(value)}"])
+    else:
+        cursor = data
+        for part in path[:-1]:
+            cursor = cursor[part]
+        cursor[path[-1]] = value
+    with pytest.raises(ScenarioError) as info:
+        validate(data)
+    line = str(info.value)
+    assert "\n" not in line
+    assert line.startswith(".".join(path) + ":"), (path, value, line)
+
+# ------------------------------------------------------------------------------------------------
+# Fuzzing run directories: one file of a stopped or finished run damaged, replaced by a link to a
+# file outside, a folder or a named pipe; every command that reads the directory either works or
+# exits 2 with one line, never an internal error or a hang, and nothing outside it changes.
+# ------------------------------------------------------------------------------------------------
+
+DIR_FILES = ["scenario.yaml", "manifest.json", "run.json", "metrics.csv", "events.csv", ".lock",
+             "events.partial.csv", "metrics.partial.csv", "checkpoint", "checkpoint/latest.json",
+             "checkpoint/state-3.json", "checkpoint/tensors-3.pt"]
+DIR_DAMAGE = ["garbage", "deep", "long_number", "truncate", "empty", "bitflip", "symlink_out", "folder", "fifo",
+              "delete"]
+DIR_COMMANDS = ["resume", "plot", "report", "run_force", "load_run"]
+DIR_SCENARIO = {"stop": {"server_steps": 40}, "eval": {"every_steps": 10}}
+
+
+@pytest.fixture(scope="module")
+def stopped_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """``finished``: a completed run. ``crashed``: the same run stopped at step 14 by an error,
+    with a checkpoint every 4 steps (generation 3 committed) and status ``failed``."""
+    from conftest import TINY
+
+    root = tmp_path_factory.mktemp("dirfuzz")
+    scen = write_scenario(root / "s.yaml", {**TINY, **DIR_SCENARIO})
+    asyncfl.run(scen, root / "finished")
+    count = [0]
+
+    def crash(fraction: float, info: dict[str, Any]) -> None:
+        count[0] += 1
+        if count[0] >= 14:
+            raise KeyboardInterrupt  # stands for a kill between checkpoints
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncfl.run(scen, root / "crashed", checkpoint_every=4, progress=crash)
+    assert json.loads((root / "crashed" / "checkpoint" / "latest.json").read_text()) == {"generation": 3}
+    return {"finished": root / "finished", "crashed": root / "crashed", "scenario": scen}
+
+
+def _damage_path(p: Path, kind: str, outside: Path) -> None:
+    import re
+    import shutil
+
+    if not os.path.lexists(p):
+        return
+    is_dir = p.is_dir()
+    data = b"" if is_dir else p.read_bytes()
+    if kind in ("symlink_out", "folder", "fifo", "delete"):
+        if kind == "symlink_out":
+            target = outside / p.name
+            shutil.move(str(p), target)
+            p.symlink_to(target)
+            return
+        shutil.rmtree(p) if is_dir else p.unlink()
+        if kind == "folder":
+            p.mkdir()
+        elif kind == "fifo":
+            os.mkfifo(p)
+        return
+    if is_dir:
+        return
+    if kind == "garbage":
+        data = b"\x89PNG\r\n\x1a\n\xff\xfe\x00" + bytes(range(256))
+    elif kind == "deep":
+        data = b"[" * 50000 + b"]" * 50000
+    elif kind == "long_number":
+        data = re.sub(rb"[0-9]+", b"9" * 5000, data, count=1) if re.search(rb"[0-9]", data) else data + b"9" * 5000
+    elif kind == "truncate":
+        data = data[: len(data) // 2]
+    elif kind == "empty":
+        data = b""
+    elif kind == "bitflip" and data:
+        b = bytearray(data)
+        b[len(b) // 2] ^= 0x10
+        data = bytes(b)
+    p.write_bytes(data)
+
+
+def _tree(root: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() and not p.is_symlink() else None)
+            for p in sorted(root.rglob("*"))}
+
+
+@settings(max_examples=int(os.environ.get("ASYNCFL_FUZZ_DIR_EXAMPLES", "90")), deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(base=st.sampled_from(["crashed", "finished"]), rel=st.sampled_from(DIR_FILES),
+       kind=st.sampled_from(DIR_DAMAGE), command=st.sampled_from(DIR_COMMANDS))
+def test_fuzzed_run_directories_work_or_exit_2_with_one_line(
+    tmp_path_factory: pytest.TempPathFactory, stopped_runs: dict[str, Path], base: str, rel: str, kind: str,
+    command: str,
+) -> None:
+    import contextlib
+    import io
+    import shutil
+
+    tmp = tmp_path_factory.mktemp("dir")
+    d, outside = tmp / "run", tmp / "outside"
+    shutil.copytree(stopped_runs[base], d, symlinks=True)
+    outside.mkdir()
+    (outside / "precious.txt").write_bytes(b"not the run's\n")
+    _damage_path(d / rel, kind, outside)
+    outside_before = _tree(outside)
+    argv = {
+        "resume": ["resume", str(d), "--quiet"],
+        "plot": ["plot", str(d), "--kind", "convergence", "--out", str(tmp / "f.png")],
+        "report": ["report", str(d), "--out", str(tmp / "r.md")],
+        "run_force": ["run", str(stopped_runs["scenario"]), "--out", str(d), "--quiet", "--force"],
+    }.get(command)
+    t0 = time.monotonic()
+    if argv is None:  # the library reader
+        try:
+            asyncfl.load_run(d)
+        except RunDirError as exc:
+            assert "\n" not in exc.one_line()
+        return
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+    text = err.getvalue()
+    case = f"{base}: {rel} {kind}, {command}"
+    assert time.monotonic() - t0 < 60, case
+    assert "Traceback" not in text and "internal error" not in text, f"{case}: {text}"
+    assert code in (0, 2), f"{case}: exit {code}: {text}"
+    if code == 2:
+        assert text.count("\n") == 1 and text.startswith("asyncfl: error:"), f"{case}: {text}"
+    assert _tree(outside) == outside_before, case  # nothing written through a link
+    assert not [p for p in d.rglob("*") if ".tmp-" in p.name], case
+    if code == 0 and command in ("resume", "run_force"):
+        done = asyncfl.load_run(d)
+        assert done.status == "completed", case
+        if command == "run_force" or rel in ("manifest.json", "metrics.csv", "events.csv", "checkpoint/latest.json"):
+            for name in ("metrics.csv", "events.csv"):  # checked data or none: the same run again
+                assert (d / name).read_bytes() == (stopped_runs["finished"] / name).read_bytes(), case

@@ -20,6 +20,7 @@ from asyncfl.study.results import (
     load_study,
     load_sweep,
     load_sweep_events,
+    resolve_target,
     summary,
     time_to_target,
 )
@@ -98,8 +99,9 @@ def test_final_values_and_time_to_target_by_hand() -> None:
     assert ttt["a"] == 10 and ttt["b"] == 30  # first evaluation at or above 0.4
     ttt = time_to_target(m, "personalized_accuracy", 0.6, "sim_time").set_index("run")["time_to_target"]
     assert ttt["a"] == 20 and math.isnan(ttt["b"])
-    # start 0.1 (both); worst run's best 0.45: 90% of the way is 0.1 + 0.9 * 0.35
-    assert default_target(m, "personalized_accuracy") == pytest.approx(0.415)
+    # the default target (issue 13): half-way from the highest start 0.1 to the best final value
+    # 0.7, i.e. 0.4 -- above every run's start, so no run "reaches" it at t = 0
+    assert default_target(m, "personalized_accuracy") == pytest.approx(0.4)
     # losses go down: time to <= target
     loss = _frame([("a", 0, 2.0), ("a", 10, 1.0), ("a", 20, 0.5)], "global_loss")
     assert time_to_target(loss, "global_loss", 1.0).iloc[0]["time_to_target"] == 10
@@ -111,3 +113,28 @@ def test_summary_per_setting(tmp_path: Path) -> None:
     s = summary(df, ["server.max_staleness"], "personalized_accuracy")
     assert list(s["server.max_staleness"]) == [0.0, math.inf] and list(s["runs"]) == [3, 3]
     assert {"final personalized_accuracy", "final personalized_accuracy sd", "reached"} <= set(s.columns)
+
+
+def test_default_target_lies_above_every_start() -> None:
+    """Runs that start above the old default target counted as reaching it at t = 0 (issue 13).
+    Starts 0.8 and 0.3, finals 0.9 and 0.5: the target is half-way from the highest start 0.8 to
+    the best final 0.9, 0.85 -- run b never reaches it, run a reaches it at t = 20, none at t = 0."""
+    m = _frame([("a", 0, 0.8), ("a", 10, 0.84), ("a", 20, 0.9), ("b", 0, 0.3), ("b", 10, 0.45), ("b", 20, 0.5)])
+    t = resolve_target(m, "personalized_accuracy")
+    assert t.value == pytest.approx(0.85) and t.starts_at == ()
+    assert "0.8" in t.how and "0.9" in t.how and "50%" in t.how
+    ttt = time_to_target(m, "personalized_accuracy", t.value).set_index("run")
+    times = ttt["time_to_target"].to_dict()
+    assert times["a"] == 20 and math.isnan(times["b"])
+    assert not ttt["at_start"].any()
+    # a given target is kept as given, and runs that start at or past it are named
+    g = resolve_target(m, "personalized_accuracy", 0.5)
+    assert g.value == 0.5 and g.how == "given" and g.starts_at == ("a",)
+    assert time_to_target(m, "personalized_accuracy", 0.5).set_index("run").loc["a", "at_start"]
+    # losses go down: from the lowest start 1.0 to the best final 0.2, half-way is 0.6
+    loss = _frame([("a", 0, 1.0), ("a", 10, 0.2), ("b", 0, 2.0), ("b", 10, 0.9)], "global_loss")
+    assert resolve_target(loss, "global_loss").value == pytest.approx(0.6)
+    # no run improves on the highest start by more than 1% of it: no target, and it says why
+    flat = _frame([("a", 0, 0.857), ("a", 10, 0.858), ("b", 0, 0.80), ("b", 10, 0.85)])
+    nt = resolve_target(flat, "personalized_accuracy")
+    assert math.isnan(nt.value) and "0.857" in nt.how

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,94 @@ def test_plot_and_report_name_the_runs_they_leave_out(
     assert code == 0 and err == "asyncfl: note: 1 of 3 runs left out (unfinished, failed or damaged): s2\n"
     code, err = _cli(["report", str(folder), "--out", str(tmp_path / "r.md")], capsys)
     assert code == 0 and "s2" in err
+
+
+# A `run` whose build lasts until the file ``sys.argv[1]`` exists (a large data set, say; at most 120 s).
+SLOW_BUILD = (
+    "import os, sys, time\n"
+    "import asyncfl.runs.runner as r\n"
+    "build = r.build\n"
+    "def slow(*a, **k):\n"
+    "    t0 = time.monotonic()\n"
+    "    while not os.path.exists(sys.argv[1]) and time.monotonic() - t0 < 120:\n"
+    "        time.sleep(0.05)\n"
+    "    return build(*a, **k)\n"
+    "r.build = slow\n"
+    "from asyncfl.cli import main\n"
+    "sys.exit(main(sys.argv[2:]))\n"
+)
+
+
+def test_a_run_started_while_another_builds_in_the_same_out_is_refused(tiny_file: Path, tmp_path: Path) -> None:
+    """The race of issue 15: B (slow to build) passed the --out check; A (fast, another scenario)
+    was started once D existed, completed, and then B replaced A's completed run without --force.
+    Now B holds D's lock from its --out check to its last write: A is refused with one line
+    naming D (exit 2) and B's run is what D holds."""
+    import subprocess
+    import sys
+    import time
+
+    import asyncfl
+
+    d = tmp_path / "D"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    go = tmp_path / "go"
+    b = subprocess.Popen([sys.executable, "-c", SLOW_BUILD, str(go), "run", str(tiny_file), "--out", str(d), "--quiet"],
+                         stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while b.poll() is None and time.monotonic() < deadline:  # D exists and B holds its lock
+            if (d / ".lock").is_file() and (d / ".lock").read_text().startswith("pid"):
+                break
+            time.sleep(0.02)
+        assert b.poll() is None, "B ended before it held the lock"
+        a = subprocess.run([sys.executable, "-m", "asyncfl", "run", str(tiny_file), "--out", str(d), "--quiet",
+                            "--seed", "7"], capture_output=True, text=True, env=env)
+        assert b.poll() is None, "B ended while it was building"
+        go.touch()  # B's build ends now
+        assert a.returncode == 2, a.stderr
+        _one_error_line(a.stderr)
+        assert str(d) in a.stderr and "in use by pid" in a.stderr
+        _, b_err = b.communicate(timeout=120)
+    finally:
+        if b.poll() is None:
+            b.kill()
+    assert b.returncode == 0, b_err
+    res = asyncfl.load_run(d)
+    assert res.status == "completed" and res.manifest["seed"] == 1  # B's scenario (A's would be seed 7)
+
+
+def test_a_lock_file_symlinked_outside_is_refused_even_with_force(
+    done: Path, tiny_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A `.lock` symlinked to a file outside --out used to be overwritten by `run --force`."""
+    outside = tmp_path / "precious.txt"
+    outside.write_text("precious\n")
+    (done / ".lock").unlink()
+    (done / ".lock").symlink_to(outside)
+    before = _digest(done)
+    for cmd in (["run", str(tiny_file), "--out", str(done), "--quiet", "--force"], ["resume", str(done), "--quiet"]):
+        code, err = _cli(cmd, capsys)
+        assert code == 2 and "symbolic link" in err and ".lock" in err, err
+        _one_error_line(err)
+    assert outside.read_text() == "precious\n"
+    assert _digest(done) == before
+
+
+@pytest.mark.parametrize("name", ["metrics.csv", "events.csv", "manifest.json", "scenario.yaml", "run.json"])
+def test_a_run_file_symlinked_outside_is_refused(
+    done: Path, tiny_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    """A run writes only inside its directory and never through a link: `run --force` and `resume`
+    refuse a directory with a link where a run file belongs; nothing outside changes."""
+    outside = tmp_path / "outside"
+    original = (done / name).read_bytes()
+    outside.write_bytes(original)
+    (done / name).unlink()
+    (done / name).symlink_to(outside)
+    for cmd in (["run", str(tiny_file), "--out", str(done), "--quiet", "--force"], ["resume", str(done), "--quiet"]):
+        code, err = _cli(cmd, capsys)
+        assert code == 2 and "symbolic link" in err and str(done / name) in err, (cmd, err)
+        _one_error_line(err)
+    assert outside.read_bytes() == original
+    assert os.path.islink(done / name)

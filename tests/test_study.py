@@ -52,6 +52,8 @@ def test_markdown_report_with_images_beside_it(tmp_path: Path) -> None:
     for link in links:
         assert (path.parent / link).is_file() and (path.parent / link).stat().st_size > 1000
     assert "| server.max_staleness | runs | final personalized_accuracy |" in text
+    # the time-to-target columns say which target they count to and how it was chosen
+    assert "target personalized accuracy ≥" in text and "50% of the way from the highest start" in text
 
 
 def test_report_cli_errors(tmp_path: Path, capsys: Any) -> None:

@@ -438,6 +438,84 @@ def test_sigterm_stops_the_pool_workers_at_once(tmp_path: Path) -> None:
     assert all((out / n / "checkpoint" / "latest.json").is_file() for n in names)
 
 
+def _long_sweep(tmp_path: Path, workers: int) -> tuple[list[str], Path, list[str]]:
+    """The command of a 2-run sweep of million-step runs that checkpoint every 10 steps, its --out
+    and its run names."""
+    scen = tiny_scenario(tmp_path, TINY_YAML.replace("server_steps: 20", "server_steps: 1000000"))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "asyncfl", "sweep", str(scen), "--grid", "server.max_staleness=1,3",
+           "--out", str(out), "--workers", str(workers), "--checkpoint-every", "10", "--quiet"]
+    return cmd, out, ["server.max_staleness=1,seed=0", "server.max_staleness=3,seed=0"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs /proc")
+def test_ctrl_c_exits_130_naming_the_interrupted_runs_and_the_command_that_resumes(tmp_path: Path) -> None:
+    """Ctrl-C sends SIGINT to the whole foreground process group (the sweep and its pool
+    workers): exit 130, not 1; the runs are recorded interrupted, not failed; the one line says
+    which runs were interrupted and how to resume."""
+    cmd, out, names = _long_sweep(tmp_path, workers=2)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and not all(
+        (out / n / "checkpoint" / "latest.json").is_file() for n in names
+    ):
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[1]
+    workers = _pool_workers(proc.pid)
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        left = _kill_workers(workers)
+    assert proc.returncode == 130, err
+    assert left == [] and "Traceback" not in err and err.count("\n") == 1, err
+    assert "sweep interrupted by SIGINT: 2 runs interrupted (" in err and all(n in err for n in names)
+    assert "rerun the same command to resume: asyncfl sweep " in err and f"--out {out}" in err
+    assert {e["name"]: e["status"] for e in read_sweep_manifest(out)["runs"]} == dict.fromkeys(names, "interrupted")
+
+
+def test_a_second_sweep_into_the_same_out_is_refused_while_the_first_runs(tmp_path: Path, capsys: Any) -> None:
+    """One writer per sweep directory: while a sweep runs, another into its --out is one line,
+    exit 2, naming the holder; the first one's sweep.json is left to it."""
+    cmd, out, names = _long_sweep(tmp_path, workers=1)
+    proc = _start_then_wait(cmd, (out / names[0] / "checkpoint" / "latest.json").is_file)
+    try:
+        assert proc.poll() is None, "the first sweep ended early"
+        code = main(["sweep", cmd[4], "--grid", "server.max_staleness=1,3", "--out", str(out), "--force"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1, err
+        assert f"another sweep is writing there (pid {proc.pid}: asyncfl sweep " in err
+        assert read_sweep_manifest(out)["runs"][0]["status"] == "running"  # not reset by the second
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+
+
+def test_the_sweep_lock_is_taken_before_the_checks(tmp_path: Path) -> None:
+    """In-process: a held lock refuses a sweep before it reads or writes anything; once released,
+    the same sweep runs; a symlinked lock file is refused, not followed."""
+    from asyncfl.study.sweep_state import SWEEP_LOCK, sweep_locked
+
+    scen = tiny_scenario(tmp_path)
+    out = tmp_path / "out"
+    with sweep_locked(out, ["asyncfl", "sweep", "x.yaml"]):
+        with pytest.raises(RunDirError, match=rf"pid {os.getpid()}: asyncfl sweep x.yaml \(since "):
+            sweep(scen, out)
+        assert sorted(p.name for p in out.iterdir()) == [SWEEP_LOCK]
+    assert sweep(scen, out).counts == {"completed": 1}
+    assert not (out / SWEEP_LOCK).exists()  # released with the sweep
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / SWEEP_LOCK).symlink_to(tmp_path / "victim")
+    with pytest.raises(RunDirError, match="lock file"):
+        sweep(scen, other)
+    assert not (tmp_path / "victim").exists()
+
+
 PROFILE_ROWS = ["client,speed,download_bandwidth,upload_bandwidth,latency"] + [
     f"{i},{100 + 10 * i},1e6,5e5,0.01" for i in range(10)
 ]

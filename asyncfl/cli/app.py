@@ -1,7 +1,7 @@
 """Command line: a thin face over the runner, sweeps and results.
 
 Every error a user can cause prints ONE line to stderr and exits with a distinct code
-(2 bad input, 3 diverged, 130/143 interrupted); never a traceback.
+(2 bad input, 3 diverged, 4 disk full, 130/143 interrupted); never a traceback.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from asyncfl.cli.args import Parser, add_run_args, whole_number
-from asyncfl.errors import EXIT_FAILED, EXIT_USAGE, AsyncFLError, DivergedError
+from asyncfl.errors import EXIT_FAILED, EXIT_USAGE, AsyncFLError, DivergedError, os_error
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -50,6 +50,11 @@ def make_parser() -> argparse.ArgumentParser:
     d.add_argument("--csv", default=None, help="also save the per-client table as CSV")
     d.add_argument("--rows", type=whole_number(0), default=10, help="clients shown in the text summary")
     add_run_args(d)
+    d = dsub.add_parser("convert-trace", help="convert a FedScale device-capacity or behaviour trace (pickle) to CSV")
+    d.add_argument("input", help="FedScale trace pickle (client_device_capacity or client_behave_trace)")
+    d.add_argument("output", help="CSV to write: a system.profile file or an availability trace")
+    d.add_argument("--flops-per-sample", type=float, default=None,
+                   help="forward FLOPs per sample of the benchmarked model: also write flops_per_s")
 
     from asyncfl.cli import bench, study
 
@@ -83,13 +88,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from asyncfl.config.schema import Scenario
+    from asyncfl.config.schema import scenario_json_schema
 
-    print(json.dumps(Scenario.model_json_schema(), indent=2))
+    print(json.dumps(scenario_json_schema(), indent=2))
     return 0
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    if args.data_command == "convert-trace":
+        from asyncfl.data.traces import convert_trace
+
+        print(convert_trace(Path(args.input), Path(args.output), args.flops_per_sample))
+        return 0
     from asyncfl.data.describe import describe, describe_figure, summary_text
     from asyncfl.data.registry import build_data
 
@@ -97,7 +107,10 @@ def cmd_data(args: argparse.Namespace) -> int:
     data = build_data(scenario.data, scenario.clients.count, scenario.seed, base_dir)
     print(summary_text(data, max_rows=args.rows))
     if args.csv:
-        describe(data).to_csv(args.csv)
+        from asyncfl.runs.rundir import write_atomic
+
+        # atomically: a full disk is one line (exit 4) and leaves no truncated table behind
+        write_atomic(Path(args.csv), describe(data).to_csv().encode("utf-8"))
         print(f"table: {args.csv}")
     if args.figure:
         print(f"figure: {describe_figure(data, args.figure)}")
@@ -105,38 +118,36 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def _with_progress(label: str, quiet: bool, fn: Callable[..., Any]) -> int:
-    """Call ``fn(progress=...)`` under a progress bar; print the summary table at the end."""
+    """Call ``fn(progress=...)`` showing its progress (a bar with elapsed time and ETA on a
+    terminal; elsewhere a heartbeat line at most every 30 s and a line when it ends); print the
+    summary table at the end."""
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from asyncfl.cli.progress import RunProgress
     from asyncfl.runs.runner import RunInterrupted
 
     console = Console(stderr=True)
+    shown = RunProgress(label)
     try:
-        if quiet or not console.is_terminal:  # no transient bar in logs or pipes
+        if quiet:
             result = fn(progress=None)
         else:
-            with Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                TimeElapsedColumn(), console=console, transient=True,
-            ) as bar:
-                task = bar.add_task(label, total=1.0)
-
-                def progress(frac: float, _: dict[str, Any]) -> None:
-                    bar.update(task, completed=min(max(frac, 0.0), 1.0))
-
-                result = fn(progress=progress)
+            with shown.shown():
+                result = fn(progress=shown)
     except DivergedError as exc:
         res = getattr(exc, "result", None)
         if res is not None and not quiet:
+            shown.finished("diverged")
             print_summary(res, console)
         raise
     except RunInterrupted as exc:
         if not quiet:
+            shown.finished("interrupted")
             print_summary(exc.result, console)
         sys.stderr.write(f"asyncfl: {exc}\n")
         return exc.exit_code
     if not quiet:
+        shown.finished(str(result.status) if hasattr(result, "status") else "completed")
         print_summary(result, console)
     return 0
 
@@ -210,6 +221,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_FAILED
     except OSError as exc:
+        # a full disk (exit 4), a read-only, forbidden or missing path (exit 2): one line naming it
+        err = os_error(exc)
+        if err is not None:
+            sys.stderr.write(f"asyncfl: error: {err.one_line()}\n")
+            return err.exit_code
         if exc.filename is None:
             return _internal_error(exc)
         # a path given on the command line (or in the scenario) that cannot be read or written

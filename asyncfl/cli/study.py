@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from asyncfl.errors import EXIT_INTERRUPTED_SIGTERM, AsyncFLError
 
 FIGURE_KINDS = (
     "convergence",
@@ -28,12 +24,6 @@ FIGURE_KINDS = (
     "sync_vs_async",
 )
 X_AXES = ("sim_time", "server_version", "client_updates")
-
-
-class Terminated(AsyncFLError):
-    """SIGTERM during a sweep: finished runs are kept; rerunning the command resumes (exit 143)."""
-
-    exit_code = EXIT_INTERRUPTED_SIGTERM
 
 
 def _float_at_least(low: float, strict: bool) -> Callable[[str], float]:
@@ -106,10 +96,10 @@ def register(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]])
     p.add_argument("--kind", required=True, metavar="KIND", help=f"one of: {', '.join(FIGURE_KINDS)}")
     p.add_argument("--out", required=True, help="figure file: .png, .svg or .pdf")
     p.add_argument("--metric", default=None, help="metric to show (default: personalized_accuracy when recorded)")
-    p.add_argument("--x", choices=X_AXES, default="sim_time", help="x axis of convergence curves")
+    p.add_argument("--x", choices=X_AXES, default=None, help="x axis of convergence curves (default: sim_time)")
     p.add_argument("--hue", default=None, help="run column to colour by (a grid key, algorithm, run, seed, ...)")
-    p.add_argument("--target", type=float, default=None, help="level for time-to-target (default: 90%% of the way from the start to the worst run's best)")
-    p.add_argument("--band", choices=["auto", "ci", "sd", "se", "none"], default="auto",
+    p.add_argument("--target", type=float, default=None, help="level for time-to-target (default: half-way from the highest start to the best final value)")
+    p.add_argument("--band", choices=["auto", "ci", "sd", "se", "none"], default=None,
                    help="spread over seeds: 95%% CI, s.d., s.e. (auto: CI with >= 3 seeds, else s.d.)")
     commands["plot"] = cmd_plot
 
@@ -122,28 +112,14 @@ def register(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]])
     commands["report"] = cmd_report
 
 
-@contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """Turn SIGTERM into an exception, so a sweep stops its workers and records what finished."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise Terminated("terminated; finished runs are kept, rerun the same command to resume")
-
-    try:
-        old = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from asyncfl.study.sweep import run_sweep
+    from asyncfl.study.sweep import make_backend, run_sweep
     from asyncfl.study.sweep_plan import plan_sweep
 
+    backend = make_backend(
+        args.backend, workers=args.workers, threads=args.threads, ray_address=args.ray_address,
+        gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run,
+    )
     plan = plan_sweep(args.file, args.grid, args.seeds, args.overrides, args.seed, args.device)
     if args.dry_run:
         for r in plan.runs:
@@ -151,50 +127,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"{len(plan.runs)} runs", file=sys.stderr)
         return 0
     command = ["asyncfl", *sys.argv[1:]]
-    kwargs: dict[str, Any] = dict(
-        backend=args.backend, workers=args.workers, threads=args.threads, ray_address=args.ray_address,
-        gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run, force=args.force, command=command,
-        checkpoint_every=args.checkpoint_every,
-    )
     t0 = time.perf_counter()
-    with _sigterm_raises():
-        if args.quiet or not sys.stderr.isatty():  # no transient bar in logs or pipes
-            result = run_sweep(plan, args.out, **kwargs)
-        else:
-            result = _sweep_with_bar(plan, args.out, kwargs)
-    if not args.quiet:
+    kwargs: dict[str, Any] = dict(backend=backend, force=args.force, command=command,
+                                  checkpoint_every=args.checkpoint_every)
+    if args.quiet:
+        result = run_sweep(plan, args.out, **kwargs)
+    else:
+        result = _sweep_with_bar(plan, args.out, kwargs)
         _print_sweep_summary(result, time.perf_counter() - t0)
     return 0
 
 
 def _sweep_with_bar(plan: Any, out: str, kwargs: dict[str, Any]) -> Any:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    """run_sweep under its progress: a bar with elapsed time and ETA on a terminal; elsewhere one
+    line per finished run and a heartbeat at most every 30 s (:mod:`asyncfl.cli.progress`)."""
+    from asyncfl.cli.progress import SweepProgress
     from asyncfl.study.sweep import run_sweep
 
-    console = Console(stderr=True)
-    counts = {"done": 0, "skipped": 0, "diverged": 0, "failed": 0}
-    with Progress(
-        TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-        TimeElapsedColumn(), console=console, transient=True,
-    ) as bar:
-        task = bar.add_task("", total=len(plan.runs))
-
-        def progress(event: str, run: Any) -> None:
-            if event == "start":
-                return
-            if event == "skip":
-                counts["skipped"] += 1
-            elif run.status == "completed":
-                counts["done"] += 1
-            elif run.status == "diverged":
-                counts["diverged"] += 1
-            else:
-                counts["failed"] += 1
-            shown = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
-            bar.update(task, advance=1, description=shown)
-
+    with SweepProgress(len(plan.runs)).shown() as progress:
         return run_sweep(plan, out, progress=progress, **kwargs)
 
 

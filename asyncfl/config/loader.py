@@ -3,6 +3,12 @@
 Every failure a user can cause becomes a :class:`~asyncfl.errors.ScenarioError` whose message is
 one line naming the dotted key and what is allowed there.
 
+YAML is read safely, as YAML 1.2 reads numbers (``2.0e6`` and ``1e-3`` are floats; PyYAML's YAML 1.1
+leaves them strings), without duplicate keys, and within limits checked before anything expands:
+a file of at most MAX_FILE_BYTES, at most MAX_NODES values (YAML aliases expanded) nested at most
+MAX_DEPTH deep; a ``--set``/``--grid`` value of at most MAX_VALUE_CHARS characters and
+MAX_VALUE_NODES values. Types are strict (see :class:`asyncfl.config.schema.Strict`).
+
 Switching a component from the command line (``--set algorithm.name=pfedme``) drops the keys of
 that mapping which only the previous choice takes -- unless they were also given with ``--set``,
 in which case they are the user's intent and are validated (and rejected if unknown).
@@ -20,10 +26,8 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from asyncfl.config.schema import Scenario
+from asyncfl.config.schema import Scenario, tagged_fields
 from asyncfl.errors import ScenarioError
-
-_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 # Tagged unions: mapping path -> tag key (the discriminator that selects the allowed keys).
 TAGS: dict[str, str] = {
@@ -38,6 +42,28 @@ TAGS: dict[str, str] = {
 }
 
 
+MAX_FILE_BYTES = 1 << 20
+"""Largest scenario file read (1 MiB; the shipped ones are under 4 KiB): a bigger file is refused
+before parsing, so parsing it cannot take long."""
+
+MAX_VALUE_CHARS = 16_384
+"""Longest ``--set``/``--grid`` value text."""
+
+MAX_NODES = 100_000
+"""A scenario is a few hundred values; more (after expanding YAML aliases) is a mistake or an
+alias bomb, refused before anything copies it. Applies to files and to ``--set``/``--grid`` values."""
+
+MAX_KEY_CHARS = 200
+"""Longest dotted key of ``--set``/``--grid``."""
+
+MAX_VALUE_NODES = 10_000
+"""Most values in one ``--set``/``--grid`` value, YAML aliases expanded (a per-client list of
+10,000 clients fits)."""
+
+MAX_DEPTH = 32
+"""Deepest nesting of lists and mappings (a scenario nests about 6 deep)."""
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a scenario file with YAML *safe* loading; the top level must be a mapping."""
     p = Path(path)
@@ -46,7 +72,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ScenarioError("", f"scenario file not found: {p}")
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            raise ScenarioError("", f"{p}: larger than {MAX_FILE_BYTES:,} bytes; a scenario file is a few KiB")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioError("", f"cannot read scenario file {p}: {exc}") from None
     if not text.strip() or all(not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()):
@@ -54,28 +84,41 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return parse_yaml(text, str(p))
 
 
-MAX_NODES = 100_000
-"""A scenario is a few hundred values; more (after expanding YAML aliases) is a mistake or an
-alias bomb, refused before anything copies it."""
+_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built
 
 
-class _ScenarioLoader(yaml.SafeLoader):
-    """Safe loading that refuses duplicate keys (YAML would silently keep the last one)."""
+class _ScenarioLoader(_BaseLoader):  # type: ignore[valid-type,misc]
+    """Safe loading that refuses duplicate keys (YAML would silently keep the last one) and reads
+    floats as YAML 1.2 does: YAML 1.1 (PyYAML) takes ``2.0e6`` and ``1e-3`` for strings, which no
+    one writing a scenario means; here they are the floats 2000000.0 and 0.001."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=deep)
             if isinstance(key, (str, int, float, bool)) and key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark
                 )
             seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
 
 
-def _count_nodes(data: Any, limit: int) -> int:
-    """Values in ``data`` with aliases expanded, counting stops past ``limit``."""
+_YAML12_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+_ScenarioLoader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789."))
+
+
+class ScenarioDumper(yaml.SafeDumper):
+    """Safe dumping that knows the loader's floats: a *string* such as ``1e-3`` is quoted, so that
+    what is written reads back as the same value."""
+
+
+ScenarioDumper.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789."))
+
+
+def count_values(data: Any, limit: int = MAX_NODES) -> int:
+    """Values in ``data`` with YAML aliases expanded (a shared list counts at every use); counting
+    stops past ``limit``, so a billion-value alias bomb costs no more than ``limit`` steps."""
     count, stack = 0, [data]
     while stack and count <= limit:
         item = stack.pop()
@@ -87,18 +130,42 @@ def _count_nodes(data: Any, limit: int) -> int:
     return count
 
 
-def parse_yaml(text: str, source: str = "<string>") -> dict[str, Any]:
+def _check_size(data: Any, source: str, limit: int = MAX_NODES) -> None:
+    """Refuse more than ``limit`` values (aliases expanded) or nesting deeper than MAX_DEPTH; one
+    walk that stops at the limit."""
+    count, stack = 0, [(data, 1)]
+    while stack:
+        item, depth = stack.pop()
+        count += 1
+        if count > limit:
+            raise ScenarioError("", f"{source}: more than {limit:,} values (after expanding YAML aliases)")
+        if depth > MAX_DEPTH:
+            raise ScenarioError("", f"{source}: nested too deeply to be a scenario (more than {MAX_DEPTH} levels)")
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+
+
+def _load_yaml(text: str, source: str, limit: int = MAX_NODES) -> Any:
     try:
         data = yaml.load(text, Loader=_ScenarioLoader)  # a SafeLoader subclass: safe loading
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
+        if "nesting depth" in problem:  # libyaml's own limit (1000 levels)
+            raise ScenarioError("", f"{source}: nested too deeply to be a scenario") from None
         raise ScenarioError("", f"malformed YAML in {source}{where}: {problem}") from None
     except RecursionError:
         raise ScenarioError("", f"{source}: nested too deeply to be a scenario") from None
-    if _count_nodes(data, MAX_NODES) > MAX_NODES:
-        raise ScenarioError("", f"{source}: more than {MAX_NODES:,} values (after expanding YAML aliases)")
+    _check_size(data, source, limit)
+    return data
+
+
+def parse_yaml(text: str, source: str = "<string>") -> dict[str, Any]:
+    """A scenario mapping from YAML text, with the loader and limits of :func:`read_yaml`."""
+    data = _load_yaml(text, source)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -109,23 +176,35 @@ def parse_yaml(text: str, source: str = "<string>") -> dict[str, Any]:
     return data
 
 
-def parse_override(item: str) -> tuple[str, Any]:
+def parse_value(key: str, raw: str, option: str = "--set") -> Any:
+    """One ``--set``/``--grid`` value: YAML with the scenario loader (floats as YAML 1.2, no
+    duplicate keys), at most MAX_VALUE_CHARS characters and MAX_VALUE_NODES values (aliases
+    expanded) nested at most MAX_DEPTH deep."""
+    if len(raw) > MAX_VALUE_CHARS:
+        raise ScenarioError(key, f"{option} value longer than {MAX_VALUE_CHARS:,} characters")
+    if not raw.strip():
+        return None
+    try:
+        return _load_yaml(raw, f"{option} value", MAX_VALUE_NODES)
+    except ScenarioError as exc:
+        if str(exc).startswith("malformed YAML"):
+            raise ScenarioError(key, f"cannot parse value {raw[:80]!r} as YAML") from None
+        raise ScenarioError(key, str(exc)) from None
+
+
+def parse_override(item: str, option: str = "--set") -> tuple[str, Any]:
     """``KEY=VALUE`` with VALUE parsed as a YAML scalar (``null``, ``1e-3``, ``[1, 2]``, ``true``)."""
     if "=" not in item:
-        raise ScenarioError(item, "--set needs KEY=VALUE, e.g. --set server.max_staleness=8")
+        raise ScenarioError(item[:60], f"{option} needs KEY=VALUE, e.g. {option} server.max_staleness=8")
     key, raw = item.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ScenarioError(key or item, "--set needs a dotted key such as server.lr")
+        raise ScenarioError(key[:60] or item[:60], f"{option} needs a dotted key such as server.lr")
+    if len(key) > MAX_KEY_CHARS:
+        raise ScenarioError(key[:60], f"no scenario key is longer than {MAX_KEY_CHARS} characters")
     if key.count(".") > 8:
         raise ScenarioError(key[:60], "no scenario key is nested this deeply")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        raise ScenarioError(key, f"cannot parse value {raw!r} as YAML") from None
-    if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
-        value = float(value)  # YAML 1.1 reads 1e-3 as a string; users mean a number
-    return key, value
+    return key, parse_value(key, raw, option)
 
 
 def _walk_model(path: Sequence[str], data: Mapping[str, Any]) -> type[BaseModel] | None:
@@ -267,27 +346,9 @@ def _deep_copy(obj: Any) -> Any:
     return obj
 
 
-def _fill_default_tags(data: dict[str, Any]) -> dict[str, Any]:
-    """A tagged mapping given without its tag takes the default choice's tag (``data: {alpha: 1}``
-    means the default data set), so partial mappings and ``--set`` into them work."""
-    for path, tag in sorted(TAGS.items(), key=lambda kv: kv[0].count(".")):
-        parts = path.split(".")
-        cursor: Any = data
-        for part in parts:
-            cursor = cursor.get(part) if isinstance(cursor, dict) else None
-        if isinstance(cursor, dict) and tag not in cursor:
-            cls = _walk_model(parts, data)
-            default = _default_class(path) if cls is None else cls
-            if default is not None:
-                value = default.model_fields[tag].default
-                if value is not None:
-                    cursor[tag] = value
-    return data
-
-
 def validate(data: Mapping[str, Any]) -> Scenario:
     """Validate a raw mapping into a :class:`Scenario`, or raise a one-line ScenarioError."""
-    data = _fill_default_tags(_deep_copy(dict(data)))
+    data = _deep_copy(dict(data))
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
@@ -322,8 +383,65 @@ def _one_line(exc: ValidationError, data: Mapping[str, Any]) -> ScenarioError:
     if etype == "missing":
         return ScenarioError(key, "required key is missing")
     inp = err.get("input")
+    if etype in _EXPECTED:
+        return ScenarioError(key, f"expected {_expected(etype, path, data)}, got {_kind(inp)}{_hint(etype, inp)}")
     shown = "" if isinstance(inp, (dict, list)) else f" (got {inp!r})"
     return ScenarioError(key, f"{msg}{shown}")
+
+
+_EXPECTED = {
+    "float_type": "a number",
+    "int_type": "an integer",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+}
+"""pydantic's strict type errors -> what the key takes, in a scenario file's words."""
+
+
+def _expected(etype: str, path: list[str], data: Mapping[str, Any]) -> str:
+    what = _EXPECTED[etype]
+    if what == "a mapping" and path:
+        parent = _walk_model(path[:-1], data) if len(path) > 1 else Scenario
+        spec = tagged_fields(parent).get(path[-1]) if parent is not None else None
+        if spec is not None:
+            what = ("a mapping, a number >= 0" if spec.takes_number else "a mapping") + " or one of "
+            what += ", ".join(spec.bare_tags)
+    return what
+
+
+def _kind(value: Any) -> str:
+    """A YAML value as 'a boolean (true)', 'a string ('0.05')', ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({'true' if value else 'false'})"
+    if isinstance(value, int):
+        return f"an integer ({value})"
+    if isinstance(value, float):
+        return f"a float ({value!r})"
+    if isinstance(value, str):
+        return f"a string ({value[:60]!r})"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__
+
+
+def _hint(etype: str, value: Any) -> str:
+    if etype in ("float_type", "int_type") and isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        if _YAML12_FLOAT.match(value.strip()):
+            return "; a YAML 1.1 reader (yaml.safe_load) leaves 1e-3 a string: read files with asyncfl's read_yaml"
+        return "; write numbers without quotes"
+    return ""
 
 
 def _clean_loc(loc: list[str], data: Mapping[str, Any]) -> list[str]:
@@ -346,7 +464,12 @@ def load_scenario(
     source: str | Path | Mapping[str, Any], overrides: Sequence[str] = (), seed: int | None = None
 ) -> Scenario:
     """Scenario from a file path or a mapping, with ``--set`` overrides and an optional seed."""
-    data = read_yaml(source) if isinstance(source, (str, Path)) else _deep_copy(dict(source))
+    if isinstance(source, (str, Path)):
+        data = read_yaml(source)
+    else:
+        if count_values(source, MAX_NODES) > MAX_NODES:  # the file limit, before copying anything
+            raise ScenarioError("", f"scenario mapping: more than {MAX_NODES:,} values")
+        data = _deep_copy(dict(source))
     if overrides:
         data = apply_overrides(data, overrides)
     if seed is not None:
@@ -356,7 +479,17 @@ def load_scenario(
 
 def dump_scenario(scenario: Scenario) -> str:
     """The resolved scenario as YAML, every default written out; loading it gives it back."""
-    return yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False, default_flow_style=False)
+    return yaml.dump(scenario.model_dump(mode="json"), Dumper=ScenarioDumper, sort_keys=False, default_flow_style=False)
 
 
-__all__ = ["apply_overrides", "dump_scenario", "load_scenario", "parse_override", "read_yaml", "validate"]
+__all__ = [
+    "ScenarioDumper",
+    "apply_overrides",
+    "count_values",
+    "dump_scenario",
+    "load_scenario",
+    "parse_override",
+    "parse_value",
+    "read_yaml",
+    "validate",
+]

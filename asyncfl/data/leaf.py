@@ -40,7 +40,6 @@ The global test set is the union of the clients' test sets.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -51,6 +50,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from asyncfl.bounded import InputLimitError, loads_json, read_file
 from asyncfl.config.schema import LeafData
 from asyncfl.data.base import FederatedData
 from asyncfl.data.pack import build_pooled, pack, require_no_quantity_skew
@@ -110,17 +110,37 @@ def word_ids(text: str, vocab: dict[str, int], max_words: int) -> list[int]:
 
 UserData = dict[str, dict[str, list[Any]]]
 
+MAX_FILE_BYTES = 4 << 30
+"""Largest LEAF JSON file read (LEAF's largest, FEMNIST's, are a few hundred MB); a larger one is
+refused from its size, before it is read."""
+MAX_FILES = 10_000
+"""Most *.json files in a LEAF train/ or test/ folder (LEAF writes tens)."""
+
+
+def _read_leaf_json(path: Path) -> Any:
+    """A LEAF JSON file, bounded (size, number length, nesting: asyncfl.bounded): one line naming
+    the file, exit 2, within a second or two for any input."""
+    try:
+        return loads_json(read_file(path, MAX_FILE_BYTES, follow=True), None)
+    except InputLimitError as exc:
+        raise DataNotFoundError(f"data.root: {path} is not a LEAF JSON file: it {exc.reason}") from None
+
 
 def read_folder(folder: Path) -> tuple[list[str], UserData]:
     """Users (in file order, first appearance) and their merged samples from ``folder``/*.json."""
     users: list[str] = []
     data: UserData = {}
-    for path in sorted(folder.glob("*.json")):
+    paths = sorted(folder.glob("*.json"))
+    if len(paths) > MAX_FILES:
+        raise DataNotFoundError(f"data.root: {folder} holds {len(paths):,} *.json files, more than the {MAX_FILES:,} allowed")
+    for path in paths:
+        obj = _read_leaf_json(path)
         try:
-            obj = json.loads(path.read_text(encoding="utf-8"))
             file_users = [str(u) for u in obj["users"]]
             user_data = obj["user_data"]
-        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            if not isinstance(obj["users"], list) or not isinstance(user_data, dict):
+                raise TypeError("'users' must be a list and 'user_data' an object")
+        except (KeyError, TypeError) as exc:
             raise DataNotFoundError(
                 f"data.root: {path} is not a LEAF JSON file ({type(exc).__name__}: {exc})"
             ) from None
@@ -128,6 +148,8 @@ def read_folder(folder: Path) -> tuple[list[str], UserData]:
             ud = user_data.get(u)
             if ud is None:
                 raise DataNotFoundError(f"data.root: {path} lists user {u!r} without user_data")
+            if not (isinstance(ud, dict) and isinstance(ud.get("x"), list) and isinstance(ud.get("y"), list)):
+                raise DataNotFoundError(f"data.root: {path}: user_data of {u!r} is not an object with lists x and y")
             if u not in data:
                 users.append(u)
                 data[u] = {"x": [], "y": []}

@@ -40,13 +40,23 @@ from typing import Any
 
 import torch
 
+from asyncfl.bounded import InputLimitError, SymlinkError, is_link, loads_json, open_nofollow, read_file
 from asyncfl.errors import RunDirError
-from asyncfl.runs.rundir import CHECKPOINT_DIR, csv_bytes, write_atomic
+from asyncfl.runs.rundir import (
+    CHECKPOINT_DIR,
+    EVENTS_PARTIAL,
+    MAX_JSON_BYTES,
+    MAX_JSON_DEPTH,
+    MAX_STATE_BYTES,
+    METRICS_PARTIAL,
+    _write_error,
+    csv_bytes,
+    read_run_bytes,
+    write_atomic,
+)
 from asyncfl.sim.records import EVENT_COLUMNS, METRIC_COLUMNS, EventRecord, MetricRecord
 
 LATEST = "latest.json"
-EVENTS_PARTIAL = "events.partial.csv"
-METRICS_PARTIAL = "metrics.partial.csv"
 FORMAT = 2
 """Version 2: pending jobs carry their due time (asyncfl.exec.torch_backend.TorchBackend.state). The state's
 ``tensors_sha256`` is optional (checkpoints written before it are still read)."""
@@ -71,15 +81,41 @@ class Checkpoint:
 
 
 def _append(path: Path, columns: tuple[str, ...], rows: list[Any]) -> int:
-    """Append rows (header first if the file is new); fsync; return the new size in bytes."""
-    body = csv_bytes(columns, rows)
-    if path.exists() and path.stat().st_size > 0:
-        body = body.split(b"\n", 1)[1]  # drop the header
-    with open(path, "ab") as f:
-        f.write(body)
-        f.flush()
-        os.fsync(f.fileno())
-        return f.tell()
+    """Append rows (header first if the file is new); fsync; return the new size in bytes.
+
+    The file is opened without following a symbolic link (one there is refused). If the write
+    fails (a full disk), the file is cut back to its size before it, so that it holds whole rows
+    only, and the error is one line naming the file (exit 4 for a full disk)."""
+    try:
+        fd = open_nofollow(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    except SymlinkError as exc:
+        raise RunDirError(f"{path}: {exc.reason}; remove it") from None
+    except OSError as exc:
+        err = _write_error(exc, path)
+        if err is None:
+            raise
+        raise err from None
+    try:
+        before = os.fstat(fd).st_size
+        body = csv_bytes(columns, rows)
+        if before > 0:
+            body = body.split(b"\n", 1)[1]  # drop the header
+        try:
+            view = memoryview(body)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, before)
+            if isinstance(exc, OSError):
+                err = _write_error(exc, path)
+                if err is not None:
+                    raise err from None
+            raise
+        return before + len(body)
+    finally:
+        os.close(fd)
 
 
 class Checkpointer:
@@ -105,7 +141,15 @@ class Checkpointer:
         info: dict[str, Any],
     ) -> int:
         """Write the next generation and commit it; returns its number."""
-        self.dir.mkdir(exist_ok=True)
+        if is_link(self.dir):
+            raise RunDirError(f"{self.dir}: is a symbolic link where the checkpoint folder belongs; remove it")
+        try:
+            self.dir.mkdir(exist_ok=True)
+        except OSError as exc:
+            err = _write_error(exc, self.dir)
+            if err is None:
+                raise
+            raise err from None
         g = self.generation + 1
         # A state-<g>.json left by a crash before an earlier commit of g (this run resumed from
         # g - 1) must never sit beside the new tensors-<g>.pt: remove it before they are replaced.
@@ -139,6 +183,8 @@ def _checkpoint_dir(run_dir: Path) -> Path | None:
     d = Path(run_dir) / CHECKPOINT_DIR
     if not os.path.lexists(d):
         return None
+    if is_link(d):
+        raise RunDirError(f"{d}: is a symbolic link where the checkpoint folder belongs; remove it, then {_START_OVER}")
     if not d.is_dir():
         raise RunDirError(f"{d}: is not a directory, so the run cannot be resumed; move it away and {_START_OVER}")
     return d
@@ -180,13 +226,24 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _read_json(path: Path) -> Any:
+def _read_bytes(path: Path, max_bytes: int | None) -> bytes:
+    """A checkpoint file's bytes (never through a link, only a regular file, bounded)."""
     try:
-        return json.loads(path.read_bytes())
+        return read_file(path, max_bytes)
     except FileNotFoundError:
         raise _Damaged(path, "missing") from None
-    except (OSError, ValueError, RecursionError) as exc:
+    except InputLimitError as exc:
+        raise _Damaged(path, f"unreadable: it {exc.reason}") from None
+    except OSError as exc:
         raise _Damaged(path, f"unreadable ({type(exc).__name__})") from None
+
+
+def _read_json(path: Path, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """Strict, bounded JSON (UTF-8, nesting, number length: asyncfl.bounded)."""
+    try:
+        return loads_json(_read_bytes(path, max_bytes), MAX_JSON_DEPTH)
+    except InputLimitError as exc:
+        raise _Damaged(path, f"unreadable: it {exc.reason}") from None
 
 
 def _committed_generation(d: Path) -> int:
@@ -201,7 +258,7 @@ def _committed_generation(d: Path) -> int:
 def _load_generation(d: Path, g: int) -> Checkpoint:
     """Generation ``g`` of checkpoint dir ``d``, fully validated (or a RunDirError naming the file)."""
     spath, tpath = d / f"state-{g}.json", d / f"tensors-{g}.pt"
-    state = _read_json(spath)
+    state = _read_json(spath, MAX_STATE_BYTES)
     if not isinstance(state, dict):
         raise _Damaged(spath, f"holds a JSON {type(state).__name__}, not an object")
     if state.get("format") != FORMAT:
@@ -220,12 +277,7 @@ def _load_generation(d: Path, g: int) -> Checkpoint:
     digest = state.get("tensors_sha256")
     if digest is not None and not isinstance(digest, str):
         raise _Damaged(spath, "'tensors_sha256' is not a string")
-    try:
-        blob = tpath.read_bytes()
-    except FileNotFoundError:
-        raise _Damaged(tpath, "missing") from None
-    except OSError as exc:
-        raise _Damaged(tpath, f"unreadable ({type(exc).__name__})") from None
+    blob = _read_bytes(tpath, None)
     if digest is not None and hashlib.sha256(blob).hexdigest() != digest:
         raise _Damaged(
             tpath, f"does not match the SHA-256 that {spath.name} recorded (damaged or from another generation)"
@@ -280,6 +332,8 @@ def _partials(run_dir: Path, ckpt: Checkpoint) -> list[tuple[Path, int]]:
         (run_dir / METRICS_PARTIAL, ckpt.partial_sizes["metrics"]),
     ]
     for p, size in out:
+        if is_link(p):
+            raise _Damaged(p, "is a symbolic link where a run file belongs (a run never writes through a link)")
         if not p.is_file():
             raise _Damaged(p, f"missing or not a file (checkpoint generation {ckpt.generation} recorded {size} bytes)")
         if p.stat().st_size < size:
@@ -294,9 +348,12 @@ def cut_partials(run_dir: Path, ckpt: Checkpoint) -> None:
     dropped; the resumed run writes them again identically). Both are checked before either is cut."""
     for p, size in _partials(run_dir, ckpt):
         try:
-            with open(p, "r+b") as f:
-                f.truncate(size)
-        except OSError as exc:
+            fd = open_nofollow(p, os.O_WRONLY)
+            try:
+                os.ftruncate(fd, size)
+            finally:
+                os.close(fd)
+        except (OSError, SymlinkError) as exc:
             raise RunDirError(f"{p}: cannot be cut back to its checkpoint ({type(exc).__name__}: {exc})") from None
 
 
@@ -326,8 +383,9 @@ def clear(run_dir: Path) -> None:
 
 
 def read_partial(run_dir: Path, name: str) -> bytes:
+    """A partial record file's bytes (b"" if absent), never read through a symbolic link."""
     p = Path(run_dir) / name
-    return p.read_bytes() if p.exists() else b""
+    return read_run_bytes(p, None) if os.path.lexists(p) else b""
 
 
 __all__ = ["Checkpoint", "Checkpointer", "clear", "cut_partials", "has_checkpoint", "load_checkpoint", "restoring"]

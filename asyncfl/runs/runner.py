@@ -6,15 +6,17 @@ directory (the resolved scenario, the seed, the versions, the device).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import io
 import json
+import os
 import platform
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,16 +26,19 @@ import pandas as pd
 import torch
 
 from asyncfl.algorithms.registry import build_rule
-from asyncfl.config.loader import dump_scenario, load_scenario
+from asyncfl.config.loader import dump_scenario, load_scenario, validate
 from asyncfl.config.schema import Scenario
 from asyncfl.data.base import FederatedData
 from asyncfl.data.registry import build_data
 from asyncfl.errors import (
     EXIT_INTERRUPTED_SIGINT,
     EXIT_INTERRUPTED_SIGTERM,
+    AsyncFLError,
+    DamagedRunDirError,
     DivergedError,
     RunDirError,
     UserError,
+    os_error,
 )
 from asyncfl.exec.executor import Executor
 from asyncfl.exec.torch_backend import TorchBackend
@@ -53,6 +58,10 @@ from asyncfl.runs.rundir import (
     csv_bytes,
     load_run,
     locked,
+    read_run_json,
+    read_run_yaml,
+    refuse_links,
+    remove_stale_tmp,
     write_atomic,
     write_manifest,
 )
@@ -91,7 +100,8 @@ def _absolute(path: str, base_dir: Path) -> str:
 
 
 def absolutize(scenario: Scenario, base_dir: Path) -> Scenario:
-    """The scenario with relative paths (data.root, data.images, system.profile) made absolute
+    """The scenario with relative paths (data.root, data.images, system.profile, the availability
+    trace) made absolute
     against ``base_dir`` (the scenario file's folder; ``~`` is the user's home), so the resolved
     scenario.yaml reruns anywhere."""
     update: dict[str, Any] = {}
@@ -100,10 +110,34 @@ def absolutize(scenario: Scenario, base_dir: Path) -> Scenario:
     data_paths = {k: v for k, v in data_paths.items() if v != paths[k]}
     if data_paths:
         update["data"] = scenario.data.model_copy(update=data_paths)
+    system: dict[str, Any] = {}
     profile = scenario.system.profile
     if profile is not None and _absolute(profile, base_dir) != profile:
-        update["system"] = scenario.system.model_copy(update={"profile": _absolute(profile, base_dir)})
+        system["profile"] = _absolute(profile, base_dir)
+    avail = scenario.system.availability
+    trace = getattr(avail, "path", None)
+    if trace is not None and _absolute(trace, base_dir) != trace:
+        system["availability"] = avail.model_copy(update={"path": _absolute(trace, base_dir)})
+    if system:
+        update["system"] = scenario.system.model_copy(update=system)
     return scenario.model_copy(update=update) if update else scenario
+
+
+def gradient_flops_per_sample(model: FlatModel, data: FederatedData, w: torch.Tensor, batch: int = 8) -> float:
+    """FLOPs of one per-sample gradient of the model's loss (forward and backward), counted once
+    per model by torch's ``FlopCounterMode`` on ``torch.func.grad`` of the loss over the first
+    ``batch`` training samples, divided by the batch. The counter counts matrix products and
+    convolutions (elementwise operations are not counted), so logistic regression on d features
+    and C classes costs 4 d C: 2 d C forward, 2 d C for the weight gradient."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    b = max(1, min(batch, int(data.train_x.shape[0])))
+    x, y = data.train_x[:b], data.train_y[:b]
+    m = torch.ones(b, dtype=w.dtype, device=w.device)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        torch.func.grad(model.loss)(w, x, y, m)
+    return float(counter.get_total_flops()) / b
 
 
 def build(
@@ -149,8 +183,19 @@ def build(
     if scenario.system.speed_by_label > 0:
         frac = data.mean_label_fraction()
         multiplier = 1.0 + scenario.system.speed_by_label * (frac - 0.5)
+    # FLOPs of one task per client: the rule's per-sample gradient evaluations x the model's FLOPs
+    # per per-sample gradient (the system model's compute.model flops; recorded in events.csv).
+    work = np.array([backend.task_work(c) for c in range(data.num_clients)], dtype=np.float64)  # type: ignore[arg-type]
+    task_flops = work * gradient_flops_per_sample(model, data, w0)
     engine = Engine.from_scenario(
-        scenario, backend, base, multiplier, snapshot=snapshot, policy=server.policy, train_sizes=data.train_sizes_np
+        scenario,
+        backend,
+        base,
+        multiplier,
+        snapshot=snapshot,
+        task_flops=task_flops,
+        policy=server.policy,
+        train_sizes=data.train_sizes_np,
     )
     # Updates certain to be dropped as stale are never computed (empty unless async + drop).
     executor.before_chunk = lambda: backend.cancel_certain_drops(engine.certain_drops())
@@ -303,6 +348,10 @@ class _Session:
                 result = engine.run()
             except DivergedError as exc:
                 return engine.result(), "diverged", exc, None
+            except AsyncFLError as exc:
+                if getattr(exc, "writing", None) is not None:
+                    raise  # a full disk or a forbidden file while checkpointing: write nothing more
+                return engine.result(), "failed", exc, None
             except (Exception, KeyboardInterrupt) as exc:
                 return engine.result(), "failed", exc, None
         if sigs.received is not None and not engine.finished:
@@ -418,20 +467,55 @@ def run(
     resolved = dump_scenario(scenario)
     if out_dir is None:
         return _execute(build(scenario, base, device), None, every, progress, scenario, started, t0, command)
-    check_out_dir(Path(out_dir), resolved, force)  # nothing that holds results is replaced unasked
     run_dir = Path(out_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails here, before the build
-    built = build(scenario, base, device)  # data, device and memory errors leave --out untouched
+    check_out_dir(run_dir, resolved, force)  # refused early, nothing touched (checked again under the lock)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails here, before the build
+    except OSError as exc:
+        raise _user_os_error(exc, run_dir) from None
+    # One writer from the --out check to the last write: a second `run` or `resume` of this
+    # directory, started while this one builds, is refused instead of replacing our results
+    # (or having its results replaced by ours).
     with locked(run_dir):
+        refuse_links(run_dir)
+        check_out_dir(run_dir, resolved, force)  # nothing that holds results is replaced unasked
+        built = build(scenario, base, device)  # data, device and memory errors leave --out untouched
+        remove_stale_tmp(run_dir)
         checkpoint.clear(run_dir)
         for name in (MANIFEST_FILE, METRICS_FILE, EVENTS_FILE):
             (run_dir / name).unlink(missing_ok=True)
-        write_atomic(run_dir / SCENARIO_FILE, resolved.encode())
-        write_atomic(
-            run_dir / RUN_INFO_FILE,
-            json.dumps({"command": command, "checkpoint_every": checkpoint_every, "started": started}).encode(),
-        )
-        return _execute(built, run_dir, every, progress, scenario, started, t0, command)
+        try:
+            write_atomic(run_dir / SCENARIO_FILE, resolved.encode())
+            write_atomic(
+                run_dir / RUN_INFO_FILE,
+                json.dumps({"command": command, "checkpoint_every": checkpoint_every, "started": started}).encode(),
+            )
+        except AsyncFLError as exc:  # a full disk before the run began: leave --out as empty as it was
+            for name in (SCENARIO_FILE, RUN_INFO_FILE):
+                (run_dir / name).unlink(missing_ok=True)
+            if getattr(exc, "writing", None) is None:
+                raise
+            raise type(exc)(f"{exc.one_line()}; nothing was run: free space, then run the command again") from None
+        with _stops_resumable(run_dir):
+            return _execute(built, run_dir, every, progress, scenario, started, t0, command)
+
+
+def _user_os_error(exc: OSError, path: Path) -> BaseException:
+    return os_error(exc, path) or exc
+
+
+@contextlib.contextmanager
+def _stops_resumable(run_dir: Path) -> Iterator[None]:
+    """A full disk (or a file made read-only) while the run writes its directory: the write that
+    failed left no temporary file and the last checkpoint is intact, so the run is resumable;
+    the one-line error says how."""
+    try:
+        yield
+    except AsyncFLError as exc:
+        if getattr(exc, "writing", None) is None:
+            raise
+        hint = f"; the run stopped at its last checkpoint: free space (or fix the permission), then `asyncfl resume {run_dir}`"
+        raise type(exc)(f"{exc.one_line()}{hint}") from None
 
 
 def _execute(
@@ -463,43 +547,45 @@ def resume(
     none); the finished directory is byte-identical in metrics.csv and events.csv to a run that
     was never stopped (CPU)."""
     d = Path(run_dir)
-    if not (d / SCENARIO_FILE).is_file():
+    if not os.path.lexists(d / SCENARIO_FILE) or not d.is_dir():
         raise RunDirError(f"{d}: not an asyncfl run directory ({SCENARIO_FILE} missing)")
     with locked(d):
+        refuse_links(d)
+        remove_stale_tmp(d)  # left by a writer killed mid-write (we hold the lock: nobody else writes)
         try:
             done = load_run(d)
             if done.status == "completed":
                 checkpoint.clear(d)
                 return done
+        except DamagedRunDirError:
+            raise  # a manifest asyncfl cannot have written (it writes it last, atomically): not ours to overwrite
         except RunDirError:
-            pass
-        scenario = load_scenario(d / SCENARIO_FILE)
+            pass  # killed before its manifest (or during its final writes): continue it
+        scenario = validate(read_run_yaml(d / SCENARIO_FILE))
         info = _run_info(d)
         started = str(info.get("started") or _dt.datetime.now(_dt.timezone.utc).isoformat())
         every = parse_checkpoint_every(info.get("checkpoint_every"))
         command = command or info.get("command")
         t0 = time.perf_counter()
-        if checkpoint.has_checkpoint(d):
-            ckpt = checkpoint.load_checkpoint(d, cut=False)
-            with checkpoint.restoring(ckpt):  # a checkpoint that does not fit is a RunDirError
-                built = build(scenario, d, device, snapshot=ckpt.engine)
-                built.backend.load_state(ckpt.backend, ckpt.tensors)
-            checkpoint.cut_partials(d, ckpt)  # only once the restore has worked
-            return _execute(built, d, every, progress, scenario, started, t0, command, ckpt.generation)
-        built = build(scenario, d, device)  # before clearing: a build error leaves the directory as it was
-        checkpoint.clear(d)
-        return _execute(built, d, every, progress, scenario, started, t0, command)
+        with _stops_resumable(d):
+            if checkpoint.has_checkpoint(d):
+                ckpt = checkpoint.load_checkpoint(d, cut=False)
+                with checkpoint.restoring(ckpt):  # a checkpoint that does not fit is a RunDirError
+                    built = build(scenario, d, device, snapshot=ckpt.engine)
+                    built.backend.load_state(ckpt.backend, ckpt.tensors)
+                checkpoint.cut_partials(d, ckpt)  # only once the restore has worked
+                return _execute(built, d, every, progress, scenario, started, t0, command, ckpt.generation)
+            built = build(scenario, d, device)  # before clearing: a build error leaves the directory as it was
+            checkpoint.clear(d)
+            return _execute(built, d, every, progress, scenario, started, t0, command)
 
 
 def _run_info(d: Path) -> dict[str, Any]:
     """run.json of run directory ``d`` ({} if absent); a damaged one is a RunDirError."""
     path = d / RUN_INFO_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         return {}
-    try:
-        info = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError):
-        raise RunDirError(f"{path}: unreadable (truncated or not JSON)") from None
+    info = read_run_json(path, what="unreadable run.json")
     if not isinstance(info, dict):
         raise RunDirError(f"{path}: not an asyncfl run.json (expected a JSON object)")
     return info

@@ -11,18 +11,26 @@ queries reach, with one cursor per client; a query before the cursor regenerates
 t = 0, so answers are a pure function of (seed, client, t), whatever the order of queries. Nothing
 here needs checkpointing. Durations are not multiplied by ``system.delay_scale``: availability is a
 property of the device's owner, not of the network or the processor.
+
+:class:`TraceAvailability`: windows replayed from a trace file (:mod:`asyncfl.sim.traces`): on
+exactly inside [start_s, end_s); past a client's period the trace wraps (time modulo the period) or
+raises a ScenarioError (``on_end: error``). Pure function of (client, t); nothing random.
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from asyncfl.config.schema import AlwaysOn as AlwaysOnConfig
-from asyncfl.config.schema import OnOff
+from asyncfl.config.schema import OnOff, TraceAvailabilityConfig
+from asyncfl.errors import ScenarioError
 from asyncfl.rng import stream_keys_np, uniform, uniform_np
+from asyncfl.sim.traces import ClientWindows, read_trace
 
 
 class Availability(Protocol):
@@ -119,11 +127,89 @@ class OnOffAvailability:
         return t if on else end
 
 
-def make_availability(cfg: AlwaysOnConfig | OnOff, num_clients: int, seed: int) -> Availability:
-    """The availability model a ``system.availability`` config describes."""
+class TraceAvailability:
+    """Windows replayed from a trace (see the module docstring). ``windows[i]``: client i's merged
+    windows and period; ``wrap``: past the period, replay from the start (else raise)."""
+
+    always_on = False
+
+    def __init__(self, windows: list[ClientWindows], wrap: bool = True, key: str = "system.availability") -> None:
+        self.windows = windows
+        self.wrap = bool(wrap)
+        self._key = key
+        self._full = [w.starts == [0.0] and w.ends == [w.period] for w in windows]
+
+    def _locate(self, client: int, t: float) -> tuple[float, int, bool]:
+        """(offset k * period, index of the last window starting at or before t - offset, on)."""
+        w = self.windows[client]
+        offset = 0.0
+        if t >= w.period:
+            if not self.wrap:
+                raise ScenarioError(
+                    f"{self._key}.on_end",
+                    f"the trace of client {client} ends at {w.period:g} s but the simulation reached "
+                    f"{t:g} s; set on_end: wrap or stop earlier",
+                )
+            offset = math.floor(t / w.period) * w.period
+            if t - offset >= w.period:  # rounding
+                offset += w.period
+            elif t - offset < 0.0:
+                offset -= w.period
+        tt = t - offset
+        i = bisect_right(w.starts, tt) - 1
+        return offset, i, i >= 0 and tt < w.ends[i]
+
+    def is_on(self, client: int, t: float) -> bool:
+        return self._locate(client, t)[2]
+
+    def next_off(self, client: int, t: float) -> float:
+        offset, i, on = self._locate(client, t)
+        if not on:
+            return t
+        w = self.windows[client]
+        if self._full[client]:
+            return math.inf if self.wrap else w.period
+        end = offset + w.ends[i]
+        if self.wrap and w.ends[i] >= w.period and w.starts[0] == 0.0:
+            end = offset + w.period + w.ends[0]  # the window runs on into the next period's first
+        return end
+
+    def next_on(self, client: int, t: float) -> float:
+        offset, i, on = self._locate(client, t)
+        if on:
+            return t
+        w = self.windows[client]
+        if not w.starts:
+            return math.inf if self.wrap else w.period
+        if i + 1 < len(w.starts):
+            v = offset + w.starts[i + 1]
+        elif self.wrap:
+            v = offset + w.period + w.starts[0]
+        else:
+            return w.period
+        for _ in range(8):  # offset + start may round below the start: step up to the window
+            if self._locate(client, v)[2]:
+                break
+            v = math.nextafter(v, math.inf)
+        return v
+
+
+def make_availability(
+    cfg: AlwaysOnConfig | OnOff | TraceAvailabilityConfig,
+    num_clients: int,
+    seed: int,
+    base_dir: Path | str | None = None,
+) -> Availability:
+    """The availability model a ``system.availability`` config describes (``base_dir``: where a
+    relative trace path is resolved)."""
     if isinstance(cfg, OnOff):
         return OnOffAvailability.from_config(cfg, num_clients, seed)
+    if isinstance(cfg, TraceAvailabilityConfig):
+        path = Path(cfg.path).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = Path(base_dir) / path
+        return TraceAvailability(read_trace(path, num_clients), cfg.on_end == "wrap")
     return AlwaysOn()
 
 
-__all__ = ["AlwaysOn", "Availability", "OnOffAvailability", "make_availability"]
+__all__ = ["AlwaysOn", "Availability", "OnOffAvailability", "TraceAvailability", "make_availability"]

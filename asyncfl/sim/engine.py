@@ -217,6 +217,7 @@ class Engine:
         self._eval_time = eval_cfg.every_time
         self._always_on = availability.always_on
         self._durations = system.task_durations
+        self._flops: list[float] = system.task_flops.tolist()  # per client: each record's flops
         # One handler per event kind; a task's event has one handler per server mode.
         self._task_cb = (self._on_task_sync if self._sync else self._on_task,)
         self._eval_cb = (self._on_eval,)
@@ -268,10 +269,12 @@ class Engine:
         snapshot: dict[str, Any] | None = None,
         policy: ServerPolicy | None = None,
         train_sizes: npt.ArrayLike | None = None,
+        task_flops: npt.ArrayLike | None = None,
     ) -> Engine:
         """Build the system model, availability and engine a scenario describes (``task_work`` and
-        ``model_bytes`` come from the backend); with ``snapshot``, restore that state."""
-        system, availability = build_system(scenario, backend, base_dir, speed_multiplier)
+        ``model_bytes`` come from the backend, ``task_flops`` from the runner); with
+        ``snapshot``, restore that state."""
+        system, availability = build_system(scenario, backend, base_dir, speed_multiplier, task_flops)
         n = system.num_clients
         args = (scenario.server, scenario.stop, scenario.eval, n, system, availability, backend, scenario.seed)
         if snapshot is not None:
@@ -539,6 +542,7 @@ class Engine:
         if self._wait:
             self._release_base(base)
         counts = self._counts
+        flops = self._flops
         if fate == ARRIVE:
             counts["client_updates"] += 1
             self._progress_at = self._next_task
@@ -547,7 +551,7 @@ class Engine:
             weight = self._weigh(tau)
             if weight is None:
                 counts["dropped_stale"] += 1
-                self._events.append(event(task, t, now, version, tau, "dropped_stale"))
+                self._events.append(event(task, t, flops[client], now, version, tau, "dropped_stale"))
                 self.backend.discard(task)
             elif (
                 self._direct and not self._buffer and (not self._base_count or self._min_base + self._tau_max > version)
@@ -557,9 +561,9 @@ class Engine:
                 try:
                     self.backend.apply([(task, weight)], new, now)
                 except BaseException:
-                    self._events.append(event(task, t, now, version, tau, "buffered"))
+                    self._events.append(event(task, t, flops[client], now, version, tau, "buffered"))
                     raise
-                self._events.append(event(task, t, now, version, tau, "applied", weight, new))
+                self._events.append(event(task, t, flops[client], now, version, tau, "applied", weight, new))
                 self._stepped(new, 1)
             else:  # into the buffer (as _hold does, inlined); its event row is filled in when applied
                 slot = self._events_drained + len(self._events)
@@ -615,7 +619,7 @@ class Engine:
         """A task lost to dropout or availability: recorded, its result discarded."""
         status = LOSS_STATUS[t.fate]
         self._counts[status] += 1
-        self._events.append(event(task, t, t.event_time, self._version, -1, status))
+        self._events.append(event(task, t, self._flops[t.client], t.event_time, self._version, -1, status))
         self.backend.discard(task)
 
     def _cut_round(self, status: TaskStatus) -> None:
@@ -625,7 +629,7 @@ class Engine:
         version = self._version
         for task in sorted(self._inflight):
             t = self._inflight[task]
-            self._events.append(event(task, t, now, version, -1, status))
+            self._events.append(event(task, t, self._flops[t.client], now, version, -1, status))
             self._counts[status] += 1
             self.backend.discard(task)
             self._idle.add(t.client)
@@ -671,9 +675,10 @@ class Engine:
             raise
         events = self._events
         off = self._events_drained
+        flops = self._flops
         for w in buffer:
-            task, _, _, arrival, _, version, tau, weight, _, _, _, slot = w
-            events[slot - off] = event(task, w, arrival, version, tau, "applied", weight, new)
+            task, client, _, arrival, _, version, tau, weight, _, _, _, slot = w
+            events[slot - off] = event(task, w, flops[client], arrival, version, tau, "applied", weight, new)
         self._stepped(new, len(buffer))
 
     def _stepped(self, new: ModelVersion, applied: int) -> None:
@@ -701,7 +706,7 @@ class Engine:
         slot = index + self._events_drained
         for w in self._buffer:
             if w.slot == slot:
-                return event(w.task, w, w.arrival, w.version, w.staleness, "buffered")
+                return event(w.task, w, self._flops[w.client], w.arrival, w.version, w.staleness, "buffered")
         raise AssertionError(f"no buffered update for event slot {slot}")
 
     def _finish(self) -> None:
@@ -715,7 +720,8 @@ class Engine:
         self._buffer = []
         version = self._version
         for task in sorted(self._inflight):
-            self._events.append(event(task, self._inflight[task], NAN, version, -1, "in_flight"))
+            t = self._inflight[task]
+            self._events.append(event(task, t, self._flops[t.client], NAN, version, -1, "in_flight"))
             self._counts["in_flight"] += 1
             self.backend.discard(task)
         self._inflight.clear()
@@ -766,12 +772,16 @@ def build_system(
     backend: Backend,
     base_dir: Path | str | None = None,
     speed_multiplier: npt.ArrayLike | None = None,
+    task_flops: npt.ArrayLike | None = None,
 ) -> tuple[SystemModel, Availability]:
-    """The system model (task work and model size from the backend) and availability of a scenario."""
+    """The system model (task work and model size from the backend; ``task_flops``: FLOPs per task
+    per client, counted by the runner) and availability of a scenario."""
     n = scenario.clients.count
     work = np.array([backend.task_work(ClientId(c)) for c in range(n)], dtype=np.float64)
-    system = SystemModel(scenario.system, n, scenario.seed, work, backend.model_bytes, speed_multiplier, base_dir)
-    return system, make_availability(scenario.system.availability, n, scenario.seed)
+    system = SystemModel(
+        scenario.system, n, scenario.seed, work, backend.model_bytes, speed_multiplier, base_dir, task_flops
+    )
+    return system, make_availability(scenario.system.availability, n, scenario.seed, base_dir)
 
 
 __all__ = ["COUNT_KEYS", "Engine", "EngineResult", "build_system"]

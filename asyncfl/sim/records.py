@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal, NamedTuple
 
 TaskStatus = Literal[
@@ -29,6 +30,7 @@ EVENT_COLUMNS = (
     "compute_time",
     "upload_time",
     "applied_version",
+    "flops",
 )
 
 
@@ -37,7 +39,8 @@ class EventRecord(NamedTuple):
     server, or when the task was lost (NaN while in flight). ``server_version``: server version at
     arrival; ``staleness`` = server_version - base_version (-1 if it never arrived); ``weight``:
     s(staleness) used (NaN unless applied); ``applied_version``: the version its step produced
-    (-1 unless applied)."""
+    (-1 unless applied); ``flops``: floating-point operations of the task's computation (the
+    system model's per-client task FLOPs; NaN where unknown)."""
 
     task: int
     client: int
@@ -52,6 +55,7 @@ class EventRecord(NamedTuple):
     compute_time: float
     upload_time: float
     applied_version: int
+    flops: float = math.nan
 
 
 COUNT_KEYS = (  # the engine's totals: tasks dispatched, updates received, steps, and per status

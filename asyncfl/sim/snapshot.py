@@ -48,6 +48,13 @@ def row(cls: type[R], values: list[Any], nullable: bool = False) -> R:
     return cls._make(conv(v) if is_float else v for is_float, v in zip(_FLOATS[cls], values, strict=True))
 
 
+def _event_row(engine: Engine, values: list[Any]) -> EventRecord:
+    """An event record from its row; a row written before the ``flops`` column gets its client's."""
+    if len(values) == len(EventRecord._fields) - 1:
+        values = [*values, engine._flops[values[1]]]
+    return row(EventRecord, values, True)
+
+
 def enc_row(r: NamedTuple) -> list[Any]:
     return [_enc(v) if isinstance(v, float) else v for v in r]
 
@@ -117,7 +124,7 @@ FIELDS: dict[str, tuple[Callable[[Engine], Any], Callable[[Engine, Any], None]]]
     "metrics_drained": _attr("_metrics_drained", int),
     "events": (
         lambda e: [None if r is None else enc_row(r) for r in e._events],
-        lambda e, v: setattr(e, "_events", [None if r is None else row(EventRecord, r, True) for r in v]),
+        lambda e, v: setattr(e, "_events", [None if r is None else _event_row(e, r) for r in v]),
     ),
     "metrics": (
         lambda e: [enc_row(m) for m in e._metrics],

@@ -64,6 +64,7 @@ class Waiting(NamedTuple):
 def event(
     task: int,
     t: Task | Waiting,
+    flops: float,
     arrival: float,
     version: int,
     staleness: int,
@@ -71,7 +72,7 @@ def event(
     weight: float = NAN,
     applied: int = -1,
 ) -> EventRecord:
-    """The event record of task ``task`` (whose dispatch facts are in ``t``): it arrived or was
+    """The event record of task ``task`` (whose dispatch facts are in ``t``, its FLOPs ``flops``): it arrived or was
     lost at ``arrival`` with the server at ``version``; ``staleness`` -1 if it never arrived;
     ``weight`` and ``applied`` (the version its step made) only for applied updates."""
     return new_record(
@@ -90,6 +91,7 @@ def event(
             t.compute,
             t.upload,
             applied,
+            flops,
         ),
     )
 

@@ -23,7 +23,7 @@ import pandas as pd
 
 from asyncfl.errors import UserError
 from asyncfl.runs.rundir import write_atomic
-from asyncfl.study.results import Study, default_target, load_study, summary
+from asyncfl.study.results import Study, load_study, resolve_target, summary
 
 FORMATS = ("html", "md")
 
@@ -95,15 +95,19 @@ def _fmt(v: Any) -> str:
 
 
 def _tables(study: Study, metric: str, target: float | None) -> list[tuple[str, pd.DataFrame]]:
-    from asyncfl.study.plots import _varying
+    from asyncfl.study.figures.common import target_text, varying
 
-    keys = _varying(study) or []
+    keys = varying(study) or []
     tables = []
-    if target is None:
-        target = default_target(study.metrics, metric)
-    s = summary(study.metrics, keys, metric, target)
-    if not s.empty:
-        tables.append((f"Per setting: final {metric} and simulated time (s) to reach {target:.3g} (mean and s.d. over seeds)", s))
+    tgt = resolve_target(study.metrics, metric, target)
+    s = summary(study.metrics, keys, metric, tgt.value)
+    how = " ".join(target_text(metric, tgt).split())
+    if not s.empty and math.isfinite(tgt.value):
+        tables.append((f"Per setting: final {metric} and simulated time (s) to reach {tgt.value:.3g} "
+                       f"(mean and s.d. over seeds; {how})", s))
+    elif not s.empty:  # no target: no time-to-target columns counting to NaN
+        s = s[[col for col in s.columns if not col.startswith("sim_time to") and col != "reached"]]
+        tables.append((f"Per setting: final {metric} (mean and s.d. over seeds; {how})", s))
     runs = study.runs
     finals = [c for c in runs.columns if c.startswith("final.")]
     lead = [c for c in ("personalized_accuracy", "global_accuracy", "personalized_loss", "grad_norm_sq")
@@ -156,9 +160,9 @@ def _describe(study: Study) -> list[str]:
 
 
 def _choose_metric(study: Study, metric: str | None) -> str:
-    from asyncfl.study.plots import _check_metric
+    from asyncfl.study.figures.common import check_metric
 
-    return _check_metric(study, metric)
+    return check_metric(study, metric)
 
 
 def render_html(study: Study, sections: Sequence[Section], tables: Sequence[tuple[str, pd.DataFrame]]) -> str:

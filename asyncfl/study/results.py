@@ -6,7 +6,8 @@
 - :func:`load_runs`: the same for plain run directories (``asyncfl run`` outputs).
 - :func:`load_study`: a sweep directory, a run directory or a folder of run directories as a
   :class:`Study` (runs table, metrics, events) -- what figures and reports are made from.
-- :func:`final_values`, :func:`time_to_target`: per-run summaries of one metric.
+- :func:`final_values`, :func:`time_to_target`, :func:`resolve_target`: per-run summaries of one
+  metric and the level a time-to-target counts to.
 
 Grid values appear in the frames as given, except that a mapping or list value becomes its short
 label (``{name: hinge, a: 10}`` -> ``hinge-10``) and, in a numeric column, ``null`` (an unbounded
@@ -16,6 +17,7 @@ bound such as ``server.max_staleness``) becomes ``inf``, so that grouping never 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from asyncfl.errors import RunDirError
-from asyncfl.runs.rundir import SCENARIO_FILE, RunResult, is_run_dir, load_run
+from asyncfl.runs.rundir import SCENARIO_FILE, RunResult, is_run_dir, load_run, read_run_yaml
 from asyncfl.study.sweep_plan import grid_labels, value_label, value_text
 from asyncfl.study.sweep_state import SWEEP_FILE, read_sweep_manifest
 
@@ -64,13 +66,12 @@ class LoadedRun:
 
 
 def _read_scenario(run_dir: Path) -> dict[str, Any]:
-    import yaml
-
+    """The run's scenario.yaml as a mapping ({} if absent); damage (not UTF-8, nested too deeply,
+    a number too long, a link) is a one-line RunDirError naming the file (the bounded reader)."""
     p = run_dir / SCENARIO_FILE
-    if not p.is_file():
+    if not os.path.lexists(p):
         return {}
-    data = yaml.safe_load(p.read_text())
-    return data if isinstance(data, dict) else {}
+    return read_run_yaml(p)
 
 
 def scenario_value(scenario: Mapping[str, Any], key: str) -> Any:
@@ -159,13 +160,14 @@ def _sweep_runs(sweep_dir: Path, skipped: list[str] | None = None) -> tuple[list
         path = sweep_dir / str(entry.get("dir", entry.get("name")))
         try:
             result = load_run(path)
+            scenario = _read_scenario(path)
         except RunDirError:
             if skipped is not None:
                 skipped.append(str(entry["name"]))
             continue
         overrides = entry.get("overrides", {})
         params = {k: _grid_display(overrides.get(k), labels.get(k, {})) for k in grid_keys}
-        runs.append(LoadedRun(str(entry["name"]), entry.get("seed"), params, result, _read_scenario(path)))
+        runs.append(LoadedRun(str(entry["name"]), entry.get("seed"), params, result, scenario))
     if not runs:
         raise RunDirError(f"{sweep_dir}: no finished runs in this sweep yet (see {SWEEP_FILE})")
     return runs, grid_keys
@@ -301,24 +303,68 @@ def final_values(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
     return m.groupby("run", sort=False).tail(1).reset_index(drop=True)
 
 
-def default_target(metrics: pd.DataFrame, metric: str) -> float:
-    """A level above the start that (ideally) every run reaches: 90% of the way from the mean
-    starting value to the worst run's best value (its lowest, for a metric that goes down). If
-    some run never improves on the start, half the way to the best run's best instead (the runs
-    that never get there show as such). Diverged runs are not counted."""
+TARGET_FRACTION = 0.5
+"""Default target: this fraction of the way from the common start to the best final value."""
+MIN_GAIN = 0.01
+"""No default target unless the best final value improves on the common start by more than this
+fraction of the start's magnitude (else the "target" would sit in the noise of the start)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """The level a time-to-target counts to, and how it was chosen (said on figures).
+
+    ``value``: the level (NaN when no run improves on the start: no meaningful target).
+    ``how``: one line for a figure, e.g. ``50% of the way from the highest start 0.31 to the
+    best final value 0.82``. ``starts_at``: runs whose first evaluation already meets the level
+    (only possible for a user-given target; the default never has any)."""
+
+    value: float
+    how: str
+    starts_at: tuple[str, ...] = ()
+
+
+def _starts_and_finals(metrics: pd.DataFrame, metric: str) -> tuple[pd.Series, pd.Series]:
     m = metrics[(metrics["metric"] == metric) & np.isfinite(metrics["value"])]
     if "run_status" in m.columns and (m["run_status"] == "completed").any():
         m = m[m["run_status"] == "completed"]
-    if m.empty:
-        return math.nan
     order = [c for c in ("server_version", "sim_time") if c in m.columns]
-    start = float(m.sort_values(["run", *order], kind="stable").groupby("run")["value"].first().mean())
-    sign = 1.0 if higher_is_better(metric) else -1.0
-    bests = sign * m.groupby("run")["value"].max() if sign > 0 else sign * m.groupby("run")["value"].min()
-    worst_best, best_best = float(bests.min()), float(bests.max())
-    if worst_best > sign * start + 1e-12:
-        return sign * (sign * start + 0.9 * (worst_best - sign * start))
-    return sign * (sign * start + 0.5 * (best_best - sign * start))
+    g = m.sort_values(["run", *order], kind="stable").groupby("run")["value"]
+    return g.first(), g.last()
+
+
+def resolve_target(
+    metrics: pd.DataFrame, metric: str, target: float | None = None, fraction: float = TARGET_FRACTION
+) -> Target:
+    """The time-to-target level of ``metric``: ``target`` when given, else ``fraction`` of the way
+    from the common start -- the highest first evaluation of any run (the lowest, for a metric
+    that goes down), so that every run starts below the target -- to the best final value over
+    runs. NaN (no target) when the best final value is within :data:`MIN_GAIN` of the start.
+    Diverged runs (non-finite values) are not counted."""
+    up = higher_is_better(metric)
+    starts, finals = _starts_and_finals(metrics, metric)
+    if target is not None:
+        hit = starts[(starts >= target) if up else (starts <= target)]
+        return Target(float(target), "given", tuple(str(r) for r in hit.index))
+    if starts.empty:
+        return Target(math.nan, f"no finite {metric} recorded")
+    common = float(starts.max() if up else starts.min())
+    best = float(finals.max() if up else finals.min())
+    where = "highest" if up else "lowest"
+    gain = (best - common) if up else (common - best)
+    if not gain > max(MIN_GAIN * abs(common), 1e-12):
+        return Target(math.nan, f"no run ends clearly {'above' if up else 'below'} the {where} start {common:.3g} "
+                                f"(best final value {best:.3g})")
+    value = common + fraction * (best - common)
+    return Target(value, f"{fraction:.0%} of the way from the {where} start {common:.3g} to the best final value {best:.3g}")
+
+
+def default_target(metrics: pd.DataFrame, metric: str) -> float:
+    """:data:`TARGET_FRACTION` of the way from the common start (the highest first evaluation; the
+    lowest for a metric that goes down) to the best final value: every run starts below it, the
+    best run ends above it, and runs that never get there show as such. NaN when no run improves
+    on the common start. See :func:`resolve_target`."""
+    return resolve_target(metrics, metric).value
 
 
 def time_to_target(
@@ -326,17 +372,20 @@ def time_to_target(
 ) -> pd.DataFrame:
     """Per run, the first ``x`` (simulated seconds by default) at which ``metric`` reaches
     ``target`` (>= for accuracies, <= for losses); NaN if it never does. One row per run with the
-    run columns and ``time_to_target``."""
+    run columns, ``time_to_target`` and ``at_start`` (True when the run's first evaluation already
+    meets the target: its time says nothing about learning)."""
     m = metrics[metrics["metric"] == metric].sort_values(["run", x], kind="stable")
     up = higher_is_better(metric)
     rows = []
     for _, g in m.groupby("run", sort=False):
-        hit = g[(g["value"] >= target) if up else (g["value"] <= target)]
+        ok = (g["value"] >= target) if up else (g["value"] <= target)
+        hit = g[ok]
         row = g.iloc[-1].copy()
         row["time_to_target"] = float(hit[x].iloc[0]) if len(hit) else math.nan
+        row["at_start"] = bool(ok.iloc[0])
         rows.append(row)
     if not rows:
-        return pd.DataFrame(columns=[*m.columns, "time_to_target"])
+        return pd.DataFrame(columns=[*m.columns, "time_to_target", "at_start"])
     out = pd.DataFrame(rows).reset_index(drop=True)
     return out.drop(columns=["sim_time", "server_version", "client_updates", "value"], errors="ignore")
 
@@ -477,6 +526,7 @@ def load_study(path: str | Path) -> Study:
     for c in children:
         try:
             load_run(c)
+            _read_scenario(c)
             readable.append(c)
         except RunDirError:
             skipped.append(c.name)
@@ -487,9 +537,11 @@ def load_study(path: str | Path) -> Study:
 
 
 __all__ = [
+    "TARGET_FRACTION",
     "X_LABELS",
     "LoadedRun",
     "Study",
+    "Target",
     "algorithm_label",
     "default_target",
     "final_values",
@@ -498,6 +550,7 @@ __all__ = [
     "load_study",
     "load_sweep",
     "load_sweep_events",
+    "resolve_target",
     "scenario_value",
     "summary",
     "time_to_target",

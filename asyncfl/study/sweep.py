@@ -21,14 +21,17 @@ that fails on bad input (a data or profile file gone) is recorded ``failed`` and
 kept for the next rerun. Any other run directory (failed, damaged) is cleared and run again. A
 finished run, or a stopped one holding results, whose directory holds a *different* scenario is
 an error (use another ``--out``, or ``force``) rather than silently kept or overwritten.
-SIGINT/SIGTERM stop the sweep: running runs (the local pool's workers are sent SIGTERM) write
-what they have and are recorded ``interrupted``, as their own manifests say.
+SIGINT/SIGTERM stop the sweep (exit 130/143): running runs (the local pool's workers are sent
+SIGTERM) write what they have and are recorded ``interrupted``, as their own manifests say, and
+the message names them and how to resume. One sweep writes a directory at a time (a lock,
+``DIR/.sweep.lock``, from the checks to the last write).
 
-Backends (same directories, same bytes in ``metrics.csv`` / ``events.csv``, whichever ran them):
+Backends (:class:`SweepBackend` objects, made by name with :func:`make_backend`; same
+directories, same bytes in ``metrics.csv`` / ``events.csv``, whichever ran them):
 
-- ``local``: a :class:`concurrent.futures.ProcessPoolExecutor` (spawn) with ``workers`` processes;
-  ``workers=1`` runs in this process.
-- ``ray``: Ray tasks on an existing cluster (``ray_address``) or on a local Ray started here. Each
+- ``local`` (:class:`LocalPool`): a :class:`concurrent.futures.ProcessPoolExecutor` (spawn) with
+  ``workers`` processes; ``workers=1`` runs in this process.
+- ``ray`` (:class:`RayBackend`): Ray tasks on an existing cluster (``ray_address``) or on a local Ray started here. Each
   task runs into a temporary directory on its node and returns the files, which are written here,
   so the nodes need no shared file system (they do need asyncfl installed and any data files the
   scenario names). ``gpus_per_run`` (may be fractional) reserves GPUs per task; set
@@ -39,11 +42,14 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -83,6 +89,7 @@ from asyncfl.study.sweep_state import (
     count_statuses,
     existing_state,
     read_sweep_manifest,
+    sweep_locked,
 )
 
 BACKENDS = ("local", "ray")
@@ -92,11 +99,33 @@ ProgressFn = Callable[[str, "SweepRun"], None]
 
 
 class SweepInterrupted(AsyncFLError):
-    """A signal stopped the sweep; finished runs are kept and rerunning resumes it."""
+    """A signal stopped the sweep (exit 130 for SIGINT, 143 for SIGTERM): finished runs are kept,
+    the runs that were going wrote what they had; rerunning the same command resumes it."""
 
-    def __init__(self, why: str) -> None:
-        self.exit_code = EXIT_INTERRUPTED_SIGINT if "SIGINT" in why else EXIT_INTERRUPTED_SIGTERM
-        super().__init__(f"sweep {why.split(';')[0]}; finished runs are kept, rerun the same command to resume")
+    exit_code = EXIT_INTERRUPTED_SIGINT
+
+    def __init__(self, message: str, signum: int = signal.SIGINT, interrupted: Sequence[str] = ()) -> None:
+        self.exit_code = EXIT_INTERRUPTED_SIGTERM if signum == signal.SIGTERM else EXIT_INTERRUPTED_SIGINT
+        self.signum = signum
+        self.interrupted = list(interrupted)
+        super().__init__(message)
+
+    @classmethod
+    def of(cls, signum: int, runs: Sequence[SweepRun], command: Sequence[str] | None) -> SweepInterrupted:
+        """The one-line account of a stopped sweep: which runs were interrupted, what is kept,
+        how to resume."""
+        stopped = [r.name for r in runs if r.status == "interrupted"]
+        done = sum(1 for r in runs if r.status in FINISHED)
+        waiting = sum(1 for r in runs if r.status == "pending")
+        named = ", ".join(stopped[:5]) + (f", ... ({len(stopped) - 5} more)" if len(stopped) > 5 else "")
+        what = f"{len(stopped)} run{'s' if len(stopped) != 1 else ''} interrupted" + (f" ({named})" if stopped else "")
+        how = f": {' '.join(command)}" if command else ""
+        return cls(
+            f"sweep interrupted by {signal.Signals(signum).name}: {what}, {done} finished and kept, "
+            f"{waiting} not started; rerun the same command to resume{how}",
+            signum,
+            stopped,
+        )
 
 
 class SweepFailedError(AsyncFLError):
@@ -231,9 +260,290 @@ def _init_worker(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+# ------------------------------------------------------------------------------------------------
+# Backends: where runs execute. The sweep calls start, then submit while slots are free and wait
+# for outcomes, then close; terminate stops everything at once (a signal, an error).
+# ------------------------------------------------------------------------------------------------
+
+
+class SweepBackend:
+    """What a sweep needs from where its runs execute."""
+
+    name = ""
+    resumes = True
+    """Whether a run stopped part-way is continued in its directory (else it is rerun afresh)."""
+    slots = 1
+    """Runs in flight at once (set by :meth:`start`)."""
+
+    def check(self, runs: Sequence[SweepRun]) -> None:
+        """Refuse, before anything is written, runs that cannot execute here (a UserError)."""
+
+    def start(self, out: Path, n_tasks: int) -> None:
+        """Get ready for ``n_tasks`` runs into the sweep directory ``out``."""
+
+    def submit(self, task: RunTask) -> None:
+        raise NotImplementedError
+
+    def wait(self) -> list[RunOutcome]:
+        """Block until at least one submitted run ends; their outcomes."""
+        raise NotImplementedError
+
+    def terminate(self) -> None:
+        """Stop every run now (each writes what it has and status ``interrupted``)."""
+
+    def close(self) -> None:
+        """Release what :meth:`start` took, after the last outcome."""
+
+
+class LocalPool(SweepBackend):
+    """``workers`` runs at once in spawned processes (a
+    :class:`concurrent.futures.ProcessPoolExecutor`), or in this process when ``workers == 1``.
+    ``threads``: torch threads per run (default: one worker keeps this process's setting; several
+    use :func:`default_threads`). Used as a context manager (``with LocalPool(2) as pool:``), its
+    worker processes outlive one sweep and serve the next ones (a study of several sweeps starts
+    and warms its workers once)."""
+
+    name = "local"
+
+    def __init__(self, workers: int = 1, threads: int | None = None) -> None:
+        _check_counts(workers, threads)
+        self.workers, self.threads = workers, threads
+        self._pool: Any = None
+        self._pending: dict[Any, str] = {}
+        self._inline: list[RunTask] = []
+        self._torch_threads: int | None = None
+        self._held = False
+
+    def __enter__(self) -> LocalPool:
+        self._held = True
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._held = False
+        self.close()
+
+    def check(self, runs: Sequence[SweepRun]) -> None:
+        _check_devices(runs)
+
+    def start(self, out: Path, n_tasks: int) -> None:
+        if self._pool is not None:  # kept from the previous sweep (see __enter__)
+            return
+        self.slots = max(1, self.workers if self._held else min(self.workers, n_tasks))
+        if self.slots == 1:  # in this process: torch's thread setting is restored by close()
+            import torch
+
+            self._torch_threads = torch.get_num_threads()
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        n_threads = self.threads if self.threads is not None else default_threads(self.slots)
+        self._pool = ProcessPoolExecutor(
+            max_workers=self.slots, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker, initargs=(n_threads,),
+        )
+
+    def submit(self, task: RunTask) -> None:
+        if self._pool is None:
+            self._inline.append(replace(task, threads=self.threads))
+        else:
+            self._pending[self._pool.submit(execute, task)] = task.name
+
+    def wait(self) -> list[RunOutcome]:
+        if self._pool is None:
+            return [execute(self._inline.pop(0))]
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        done, _ = wait(list(self._pending), return_when=FIRST_COMPLETED)
+        outcomes = []
+        for fut in done:
+            name = self._pending.pop(fut)
+            try:
+                outcomes.append(fut.result())
+            except Exception as exc:  # the worker process died (killed, out of memory)
+                outcomes.append(RunOutcome(name, "failed", 0.0, f"worker died: {type(exc).__name__}: {exc}"))
+        return outcomes
+
+    def terminate(self) -> None:
+        if self._pool is not None:
+            _terminate_pool(self._pool)
+            self._pool = None
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None and not self._held:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        if self._torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(self._torch_threads)
+            self._torch_threads = None
+
+
+TERMINATE_GRACE_S = 10.0
+"""How long worker processes get, after SIGTERM, to write their checkpoint and manifest."""
+
+
+def _terminate_pool(pool: Any, grace: float = TERMINATE_GRACE_S) -> None:
+    """Stop a process pool now: cancel queued runs, send each worker process SIGTERM (a run
+    writes its records, a checkpoint and status 'interrupted', as on SIGTERM to ``asyncfl run``),
+    wait up to ``grace`` seconds, then kill the ones still alive."""
+    # Take the processes first: shutdown() forgets them (it sets pool._processes = None).
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        proc.join(timeout=max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=5)
+
+
+class RayBackend(SweepBackend):
+    """Ray tasks on an existing cluster (``address``) or on a local Ray started here, ``workers``
+    in flight. Each task runs into a temporary directory on its node and returns the files, which
+    are written into the sweep directory here (no shared file system needed), so a run stopped
+    part-way is rerun, not continued."""
+
+    name = "ray"
+    resumes = False
+
+    def __init__(
+        self,
+        workers: int = 1,
+        threads: int | None = None,
+        address: str | None = None,
+        gpus_per_run: float = 0.0,
+        cpus_per_run: float = 1.0,
+    ) -> None:
+        _check_counts(workers, threads)
+        if gpus_per_run < 0 or cpus_per_run <= 0:
+            raise UserError("--gpus-per-run must be >= 0 and --cpus-per-run > 0")
+        self.workers, self.address = workers, address
+        self.gpus_per_run, self.cpus_per_run = gpus_per_run, cpus_per_run
+        self.threads = threads if threads is not None else max(1, math.ceil(cpus_per_run))
+        self._pending: dict[Any, str] = {}
+        self._we_started = False
+        self._out = Path(".")
+
+    def check(self, runs: Sequence[SweepRun]) -> None:
+        if self.address:
+            _probe_ray_address(self.address)
+
+    def start(self, out: Path, n_tasks: int) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise UserError("--backend ray needs Ray: pip install 'asyncfl[ray]'") from None
+        self._out, self.slots = out, self.workers
+        if n_tasks and not ray.is_initialized():
+            try:
+                if self.address:
+                    ray.init(address=self.address, log_to_driver=False)
+                else:
+                    ray.init(include_dashboard=False, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise UserError(f"--ray-address {self.address}: cannot connect to Ray: {exc}") from None
+            self._we_started = True
+        remote = ray.remote(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, max_retries=0)
+        self._remote: Any = remote(execute_returning_files)
+
+    def submit(self, task: RunTask) -> None:
+        self._pending[self._remote.remote(replace(task, threads=self.threads, out_dir=None))] = task.name
+
+    def wait(self) -> list[RunOutcome]:
+        import ray
+
+        done, _ = ray.wait(list(self._pending), num_returns=1)
+        outcomes = []
+        for ref in done:
+            name = self._pending.pop(ref)
+            try:
+                outcome = ray.get(ref)
+            except Exception as exc:  # the task or its worker died
+                outcome = RunOutcome(name, "failed", 0.0, f"ray task failed: {type(exc).__name__}: {exc}")
+            if outcome.files:
+                _write_returned_files(self._out / name, outcome.files)
+            outcomes.append(replace(outcome, files=None))
+        return outcomes
+
+    def terminate(self) -> None:
+        import ray
+
+        for ref in self._pending:
+            ray.cancel(ref, force=True)
+        self._pending.clear()
+        self.close()
+
+    def close(self) -> None:
+        if self._we_started:
+            import ray
+
+            ray.shutdown()
+            self._we_started = False
+
+
+def _check_counts(workers: int, threads: int | None) -> None:
+    if workers < 1:
+        raise UserError(f"--workers: must be >= 1 (got {workers})")
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads: must be >= 1 (got {threads})")
+
+
+def make_backend(
+    name: str = "local",
+    *,
+    workers: int = 1,
+    threads: int | None = None,
+    ray_address: str | None = None,
+    gpus_per_run: float = 0.0,
+    cpus_per_run: float = 1.0,
+) -> SweepBackend:
+    """The backend called ``name`` (``local`` or ``ray``, see :data:`BACKENDS`) with its options;
+    bad options are a one-line UserError naming the flag."""
+    if name not in BACKENDS:
+        raise UserError(f"--backend: unknown backend {name!r}; allowed: {', '.join(BACKENDS)}")
+    if name == "local":
+        if gpus_per_run > 0 or ray_address:
+            raise UserError("--gpus-per-run and --ray-address apply to --backend ray only")
+        return LocalPool(workers, threads)
+    return RayBackend(workers, threads, ray_address, gpus_per_run, cpus_per_run)
+
+
+def _probe_ray_address(address: str, timeout: float = 5.0) -> None:
+    """A host:port (or ray://host:port) where nothing answers is a one-line UserError within
+    ``timeout`` seconds; ray.init would retry for minutes, printing multi-line warnings. Other
+    forms (``auto``, a bare host) are left to Ray."""
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise UserError(
+            f"--ray-address {address}: nothing answers there ({exc.strerror or type(exc).__name__}); "
+            "start the cluster with `ray start --head` and give its address, or use --backend local"
+        ) from None
+
+
+def _check_devices(runs: Iterable[SweepRun]) -> None:
+    """Each device the runs ask for exists here (a UserError naming execution.device if not)."""
+    devices = sorted({r.scenario.execution.device for r in runs})
+    if devices and devices != ["cpu"]:
+        from asyncfl.runs.runner import resolve_device
+
+        for device in devices:
+            resolve_device(device)
+
 
 # ------------------------------------------------------------------------------------------------
-# Running
+# Running a sweep
 # ------------------------------------------------------------------------------------------------
 
 
@@ -269,81 +579,18 @@ def default_threads(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
-def run_sweep(
-    plan: SweepPlan,
-    out_dir: str | Path,
-    *,
-    backend: str = "local",
-    workers: int = 1,
-    threads: int | None = None,
-    ray_address: str | None = None,
-    gpus_per_run: float = 0.0,
-    cpus_per_run: float = 1.0,
-    force: bool = False,
-    progress: ProgressFn | None = None,
-    command: list[str] | None = None,
-    checkpoint_every: str | int | None = None,
-) -> SweepResult:
-    """Run every run of ``plan`` that is not already finished in ``out_dir``.
-
-    ``workers``: runs at once (local: processes; ray: tasks in flight). ``threads``: torch threads
-    per run (default: with one local worker, this process's setting; with several,
-    ``OMP_NUM_THREADS`` or cores // workers; ray, ``cpus_per_run`` rounded up). ``force``:
-    rerun everything. ``checkpoint_every``: passed to the runner (``N`` server steps or ``Ns``
-    seconds), so that a long run stopped part-way continues from its checkpoint on the next
-    sweep (local backend). Runs that fail are recorded (status ``failed`` with the error) and the
-    rest go on; a run that diverges is a result (``diverged``). A signal stops the sweep
-    (:class:`SweepInterrupted`; the local pool's workers get SIGTERM, and running runs are
-    recorded as their directories say: ``interrupted``, or finished if they just did). Raises
-    :class:`SweepFailedError` at the end if any run failed (exit 2 when every failure was bad
-    input). With the local backend, a device that does not exist here (``cuda`` without a GPU)
-    is an error before anything is written."""
-    if backend not in BACKENDS:
-        raise UserError(f"--backend: unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
-    if workers < 1:
-        raise UserError(f"--workers: must be >= 1 (got {workers})")
-    if threads is not None and threads < 1:
-        raise UserError(f"--threads: must be >= 1 (got {threads})")
-    if gpus_per_run < 0 or cpus_per_run <= 0:
-        raise UserError("--gpus-per-run must be >= 0 and --cpus-per-run > 0")
-    if backend == "local" and (gpus_per_run > 0 or ray_address):
-        raise UserError("--gpus-per-run and --ray-address apply to --backend ray only")
-    if checkpoint_every is not None:
-        from asyncfl.runs.runner import parse_checkpoint_every
-
-        parse_checkpoint_every(checkpoint_every)  # a bad value is an error before anything runs
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise RunDirError(f"--out {out}: exists and is not a directory")
-    if out.is_dir() and not (out / SWEEP_FILE).is_file() and not force:
-        # without sweep.json, accept only a folder of run directories (e.g. sweep.json was lost)
-        foreign = [p.name for p in out.iterdir() if not p.name.startswith(".") and not (p.is_dir() and is_run_dir(p))]
-        if foreign:
-            raise RunDirError(
-                f"--out {out}: directory is not empty and is not an asyncfl sweep (holds {foreign[0]}); use another --out"
-            )
-    created = None
-    if (out / SWEEP_FILE).is_file():
-        try:
-            created = read_sweep_manifest(out).get("created")
-        except RunDirError:
-            created = None
-
-    # Decide, before anything runs, what is kept and what is (re)run.
+def sweep_states(plan: SweepPlan, out_dir: str | Path, *, force: bool = False,
+                 resumes: bool = True) -> list[tuple[SweepRun, str]]:
+    """What a sweep into ``out_dir`` would do with each run of ``plan``: ``done`` (kept; the run
+    carries its status and ``skipped``), ``resume`` (continued from where it stopped) or
+    ``redo`` (cleared and run). A run there made from a different scenario is a RunDirError."""
     from asyncfl.runs.runner import absolutize
 
-    todo: list[SweepRun] = []
-    runs: list[SweepRun] = []
-    resumable: set[str] = set()
+    out = Path(out_dir)
+    states = []
     for r in plan.runs:
-        run_dir = out / r.name
         # a run directory holds its scenario with relative paths resolved (runner.absolutize)
-        resolved = absolutize(r.scenario, plan.base_dir)
-        state, info = ("redo", None) if force else existing_state(run_dir, resolved)
-        if state == "resume" and backend == "local":
-            resumable.add(r.name)
-        elif state == "resume":
-            state = "redo"  # Ray tasks run in a fresh folder on their node
+        state, info = ("redo", None) if force else existing_state(out / r.name, absolutize(r.scenario, plan.base_dir))
         if state == "other":
             raise RunDirError(
                 f"--out {out}: run {r.name} there was made from a different scenario ({info}); "
@@ -355,79 +602,178 @@ def run_sweep(
                 "use another --out, or --force to discard it and rerun"
             )
         if state == "done":
-            runs.append(replace(r, status=str(info), skipped=True))
-        else:
-            runs.append(r)
-            todo.append(r)
-    if backend == "local":
-        _check_devices(todo)
-    elif ray_address:
-        _probe_ray_address(ray_address)
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = SweepManifest(out, replace(plan, runs=runs), backend, created)
-    manifest.write()
-    for r in runs:
-        if r.skipped and progress is not None:
-            progress("skip", r)
-    for r in todo:
-        if (out / r.name).exists() and r.name not in resumable:
-            shutil.rmtree(out / r.name)
+            r = replace(r, status=str(info), skipped=True)
+        elif state == "resume" and not resumes:
+            state = "redo"
+        states.append((r, state))
+    return states
 
-    base_dir = str(plan.base_dir)
-    every = None if checkpoint_every is None else str(checkpoint_every)
-    tasks = [
-        RunTask(r.name, dump_scenario(r.scenario), str(out / r.name), base_dir, None, None, command, every,
-                r.name in resumable)
-        for r in todo
-    ]
-    by_name = {r.name: r for r in todo}
-    user_failed: set[str] = set()
 
-    def finish(outcome: RunOutcome) -> None:
-        if outcome.status == "failed" and outcome.user_error:
-            user_failed.add(outcome.name)
-        r = replace(by_name[outcome.name], status=outcome.status, wall_time_s=outcome.wall_time_s, error=outcome.error)
-        manifest.update(r)
-        if progress is not None:
-            progress("done", r)
+def run_sweep(
+    plan: SweepPlan,
+    out_dir: str | Path,
+    *,
+    backend: str | SweepBackend = "local",
+    force: bool = False,
+    progress: ProgressFn | None = None,
+    command: list[str] | None = None,
+    checkpoint_every: str | int | None = None,
+    **backend_options: Any,
+) -> SweepResult:
+    """Run every run of ``plan`` that is not already finished in ``out_dir``.
 
-    def started(name: str) -> None:
-        r = replace(by_name[name], status="running")
-        manifest.update(r)
-        if progress is not None:
-            progress("start", r)
+    ``backend``: a :class:`SweepBackend` (:class:`LocalPool`, :class:`RayBackend`) or its name,
+    made by :func:`make_backend` with ``backend_options`` (``workers``, ``threads``,
+    ``ray_address``, ``gpus_per_run``, ``cpus_per_run``). ``force``: rerun everything.
+    ``checkpoint_every``: passed to the runner (``N`` server steps or ``Ns`` seconds), so that a
+    long run stopped part-way continues from its checkpoint on the next sweep (local backend).
+    ``command``: the command line, recorded and named in messages.
 
-    try:
-        if backend == "ray":
-            _run_ray(tasks, out, workers, ray_address, gpus_per_run, cpus_per_run, threads, started, finish)
-        else:
-            _run_local(tasks, workers, threads, started, finish)
-    except BaseException:
-        for name, r in manifest.runs.items():
-            if r.status == "running":
-                manifest.runs[name] = _as_stopped(r, out / name)
+    One sweep writes a directory at a time: its lock (:func:`sweep_locked`) is held from the
+    checks of what the directory holds to the last write; a second sweep there is a one-line
+    RunDirError naming the holder. Runs that fail are recorded (status ``failed``) and the rest go
+    on; a divergence is a result (``diverged``). SIGINT/SIGTERM stop the sweep: running runs write
+    what they have and are recorded as their directories say, and :class:`SweepInterrupted`
+    (exit 130/143) names them and how to resume. Raises :class:`SweepFailedError` at the end if
+    any run failed (exit 2 when every failure was bad input)."""
+    runner = backend if isinstance(backend, SweepBackend) else make_backend(backend, **backend_options)
+    if checkpoint_every is not None:
+        from asyncfl.runs.runner import parse_checkpoint_every
+
+        parse_checkpoint_every(checkpoint_every)  # a bad value is an error before anything runs
+    out = Path(out_dir)
+    with sweep_locked(out, command) as created:
+        try:
+            _check_out(out, force)
+            states = sweep_states(plan, out, force=force, resumes=runner.resumes)
+            todo = [r for r, state in states if state != "done"]
+            runner.check(todo)
+        except BaseException:
+            if created:  # nothing of this sweep is left behind
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+        manifest = SweepManifest(out, replace(plan, runs=[r for r, _ in states]), runner.name, _created(out))
         manifest.write()
-        raise
+        for r, state in states:
+            if state == "done" and progress is not None:
+                progress("skip", r)
+            elif state == "redo" and (out / r.name).exists():
+                shutil.rmtree(out / r.name)
+        every = None if checkpoint_every is None else str(checkpoint_every)
+        tasks = [
+            RunTask(r.name, dump_scenario(r.scenario), str(out / r.name), str(plan.base_dir), None, None, command,
+                    every, state == "resume")
+            for r, state in states if state != "done"
+        ]
+        user_failed = _execute(runner, tasks, manifest, progress, command)
     result = SweepResult(out, list(manifest.runs.values()))
     if result.failed:
         first = result.failed[0]
-        bad_input = all(r.name in user_failed for r in result.failed)
         raise SweepFailedError(
             f"{len(result.failed)} of {len(result.runs)} runs failed (see {out / SWEEP_FILE}); "
             f"first: {first.name}: {first.error}; rerun the same command to retry them",
-            EXIT_USAGE if bad_input else EXIT_FAILED,
+            EXIT_USAGE if all(r.name in user_failed for r in result.failed) else EXIT_FAILED,
         )
     return result
 
 
-def _check_devices(runs: Iterable[SweepRun]) -> None:
-    """Each device the runs ask for exists here (a UserError naming execution.device if not)."""
-    devices = sorted({r.scenario.execution.device for r in runs})
-    if devices and devices != ["cpu"]:
-        from asyncfl.runs.runner import resolve_device
+def _check_out(out: Path, force: bool) -> None:
+    """``--out`` is a sweep directory, a folder of run directories (sweep.json lost), or new."""
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"--out {out}: exists and is not a directory")
+    if out.is_dir() and not (out / SWEEP_FILE).is_file() and not force:
+        foreign = [p.name for p in out.iterdir() if not p.name.startswith(".") and not (p.is_dir() and is_run_dir(p))]
+        if foreign:
+            raise RunDirError(
+                f"--out {out}: directory is not empty and is not an asyncfl sweep (holds {foreign[0]}); use another --out"
+            )
 
-        for device in devices:
-            resolve_device(device)
+
+def _created(out: Path) -> str | None:
+    """When the sweep in ``out`` was first made (None if new or unreadable)."""
+    if not (out / SWEEP_FILE).is_file():
+        return None
+    try:
+        return read_sweep_manifest(out).get("created")
+    except RunDirError:
+        return None
+
+
+class _Signal(BaseException):
+    """SIGINT/SIGTERM reached the sweep (raised by its handler in the main thread)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+@contextmanager
+def _signals_stop() -> Iterator[None]:
+    """While a sweep runs, SIGINT and SIGTERM raise :class:`_Signal` in the main thread (elsewhere,
+    signals are left as they are)."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise _Signal(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
+
+
+def _execute(
+    runner: SweepBackend,
+    tasks: list[RunTask],
+    manifest: SweepManifest,
+    progress: ProgressFn | None,
+    command: list[str] | None,
+) -> set[str]:
+    """Run ``tasks`` on ``runner``, keeping ``runner.slots`` in flight so that "running" in
+    sweep.json means running; returns the names of runs that failed on bad input. A run
+    reporting ``interrupted`` (a signal reached it) stops the sweep like a signal to it."""
+    user_failed: set[str] = set()
+
+    def note(r: SweepRun, event: str) -> None:
+        manifest.update(r)
+        if progress is not None:
+            progress(event, r)
+
+    queue, in_flight = list(tasks), 0
+    try:
+        with _signals_stop():
+            runner.start(manifest.path.parent, len(tasks))
+            while queue or in_flight:
+                while queue and in_flight < runner.slots:
+                    task = queue.pop(0)
+                    runner.submit(task)
+                    in_flight += 1
+                    note(replace(manifest.runs[task.name], status="running"), "start")
+                for outcome in runner.wait():
+                    in_flight -= 1
+                    if outcome.status == "failed" and outcome.user_error:
+                        user_failed.add(outcome.name)
+                    r = manifest.runs[outcome.name]
+                    note(replace(r, status=outcome.status, wall_time_s=outcome.wall_time_s, error=outcome.error), "done")
+                    if outcome.status == "interrupted":
+                        raise _Signal(signal.SIGTERM if "SIGTERM" in (outcome.error or "") else signal.SIGINT)
+            runner.close()
+    except BaseException as exc:
+        with _signals_stop():  # a second Ctrl-C does not cut short the recording of the first
+            runner.terminate()
+            for name, r in manifest.runs.items():
+                if r.status == "running":
+                    manifest.runs[name] = _as_stopped(r, manifest.path.parent / name)
+            manifest.write()
+        if isinstance(exc, (_Signal, KeyboardInterrupt)):
+            signum = exc.signum if isinstance(exc, _Signal) else signal.SIGINT
+            raise SweepInterrupted.of(signum, list(manifest.runs.values()), command) from None
+        raise
+    return user_failed
 
 
 def _as_stopped(run: SweepRun, run_dir: Path) -> SweepRun:
@@ -443,157 +789,6 @@ def _as_stopped(run: SweepRun, run_dir: Path) -> SweepRun:
     if status == "failed":
         return replace(run, status=status, error=str(manifest.get("error") or "failed"))
     return replace(run, status="interrupted")
-
-
-def _run_local(
-    tasks: list[RunTask],
-    workers: int,
-    threads: int | None,
-    started: Callable[[str], None],
-    finish: Callable[[RunOutcome], None],
-) -> None:
-    if not tasks:
-        return
-    workers = min(workers, len(tasks))
-    if workers == 1:
-        # in this process: torch's thread setting stays as the caller has it, unless told
-        import torch
-
-        before = torch.get_num_threads()
-        try:
-            for t in tasks:
-                started(t.name)
-                outcome = execute(replace(t, threads=threads))
-                finish(outcome)
-                if outcome.status == "interrupted":
-                    raise SweepInterrupted(outcome.error or "interrupted")
-        finally:
-            torch.set_num_threads(before)
-        return
-    n_threads = threads if threads is not None else default_threads(workers)
-
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-
-    ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(n_threads,))
-    queue = list(tasks)
-    pending: dict[Future[RunOutcome], str] = {}
-    try:
-        # Keep exactly `workers` runs submitted, so "running" in sweep.json means running.
-        while queue or pending:
-            while queue and len(pending) < workers:
-                t = queue.pop(0)
-                pending[pool.submit(execute, t)] = t.name
-                started(t.name)
-            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-            for fut in done:
-                name = pending.pop(fut)
-                try:
-                    outcome = fut.result()
-                except Exception as exc:  # the worker process died (killed, out of memory)
-                    outcome = RunOutcome(name, "failed", 0.0, f"worker died: {type(exc).__name__}: {exc}")
-                finish(outcome)
-    except BaseException:
-        _terminate_pool(pool)
-        raise
-    pool.shutdown(wait=True)
-
-
-TERMINATE_GRACE_S = 10.0
-"""How long worker processes get, after SIGTERM, to write their checkpoint and manifest."""
-
-
-def _terminate_pool(pool: Any, grace: float = TERMINATE_GRACE_S) -> None:
-    """Stop a process pool now: cancel queued runs, send each worker process SIGTERM (a run
-    writes its records, a checkpoint and status 'interrupted', as on SIGTERM to ``asyncfl run``),
-    wait up to ``grace`` seconds, then kill the ones still alive."""
-    # Take the processes first: shutdown() forgets them (it sets pool._processes = None).
-    procs = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for proc in procs:
-        if proc.is_alive():
-            proc.terminate()
-    deadline = time.monotonic() + grace
-    for proc in procs:
-        proc.join(timeout=max(0.0, deadline - time.monotonic()))
-    for proc in procs:
-        if proc.is_alive():
-            proc.kill()
-            proc.join(timeout=5)
-
-
-def _probe_ray_address(address: str, timeout: float = 5.0) -> None:
-    """A host:port (or ray://host:port) where nothing answers is a one-line UserError within
-    ``timeout`` seconds; ray.init would retry for minutes, printing multi-line warnings. Other
-    forms (``auto``, a bare host) are left to Ray."""
-    hostport = address.split("://", 1)[-1]
-    host, sep, port = hostport.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        return
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-    except OSError as exc:
-        raise UserError(
-            f"--ray-address {address}: nothing answers there ({exc.strerror or type(exc).__name__}); "
-            "start the cluster with `ray start --head` and give its address, or use --backend local"
-        ) from None
-
-
-def _run_ray(
-    tasks: list[RunTask],
-    out: Path,
-    workers: int,
-    address: str | None,
-    gpus_per_run: float,
-    cpus_per_run: float,
-    threads: int | None,
-    started: Callable[[str], None],
-    finish: Callable[[RunOutcome], None],
-) -> None:
-    try:
-        import ray
-    except ImportError:
-        raise UserError("--backend ray needs Ray: pip install 'asyncfl[ray]'") from None
-    if not tasks:
-        return
-    we_started = False
-    if not ray.is_initialized():
-        try:
-            if address:
-                ray.init(address=address, log_to_driver=False)
-            else:
-                ray.init(include_dashboard=False, log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise UserError(f"--ray-address {address}: cannot connect to Ray: {exc}") from None
-        we_started = True
-    n_threads = threads if threads is not None else max(1, math.ceil(cpus_per_run))
-    remote = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)(execute_returning_files)
-    queue = list(tasks)
-    pending: dict[Any, str] = {}
-    try:
-        while queue or pending:
-            while queue and len(pending) < workers:
-                t = queue.pop(0)
-                pending[remote.remote(replace(t, threads=n_threads, out_dir=None))] = t.name
-                started(t.name)
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                name = pending.pop(ref)
-                try:
-                    outcome = ray.get(ref)
-                except Exception as exc:  # the task or its worker died
-                    outcome = RunOutcome(name, "failed", 0.0, f"ray task failed: {type(exc).__name__}: {exc}")
-                if outcome.files:
-                    _write_returned_files(out / name, outcome.files)
-                finish(replace(outcome, files=None))
-    except BaseException:
-        for ref in pending:
-            ray.cancel(ref, force=True)
-        raise
-    finally:
-        if we_started:
-            ray.shutdown()
 
 
 def sweep(
@@ -616,8 +811,11 @@ def sweep(
 __all__ = [
     "BACKENDS",
     "SWEEP_FILE",
+    "LocalPool",
+    "RayBackend",
     "RunOutcome",
     "RunTask",
+    "SweepBackend",
     "SweepFailedError",
     "SweepInterrupted",
     "SweepPlan",
@@ -625,12 +823,14 @@ __all__ = [
     "SweepRun",
     "execute",
     "grid_labels",
+    "make_backend",
     "parse_grid",
     "plan_sweep",
     "read_sweep_manifest",
     "run_name",
     "run_sweep",
     "sweep",
+    "sweep_states",
     "value_label",
     "value_text",
 ]

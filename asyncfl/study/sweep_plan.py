@@ -16,7 +16,15 @@ from typing import Any
 
 import yaml
 
-from asyncfl.config.loader import apply_overrides, parse_override, read_yaml, validate
+from asyncfl.config.loader import (
+    MAX_NODES,
+    ScenarioDumper,
+    apply_overrides,
+    count_values,
+    parse_override,
+    read_yaml,
+    validate,
+)
 from asyncfl.config.schema import Scenario
 from asyncfl.errors import (
     ScenarioError,
@@ -26,6 +34,16 @@ from asyncfl.errors import (
 # ------------------------------------------------------------------------------------------------
 # Planning
 # ------------------------------------------------------------------------------------------------
+
+MAX_RUNS = 10_000
+"""Most runs one sweep plans (grid points x seeds): planning validates every run before any starts,
+so a sweep over the limit is refused at once instead of planning for minutes."""
+
+MAX_GRID_CHARS = 65_536
+"""Longest ``--grid KEY=V1,V2,...`` item."""
+
+MAX_GRID_KEYS = 64
+"""Most grid keys (a scenario has fewer leaves that are worth sweeping)."""
 
 
 @dataclass(frozen=True)
@@ -103,20 +121,33 @@ def split_values(raw: str) -> list[str]:
 
 def parse_grid(items: Iterable[str]) -> dict[str, list[Any]]:
     """``KEY=V1,V2,...`` items -> {key: [values]}; each value is a YAML scalar as with ``--set``
-    (``null``, ``1e-3``, ``true``, ``[1, 2]``, ``{name: hinge, a: 10}``)."""
+    (``null``, ``1e-3``, ``true``, ``[1, 2]``, ``{name: hinge, a: 10}``). Limits: MAX_GRID_CHARS per
+    item, MAX_RUNS values per key, MAX_GRID_KEYS keys, MAX_NODES values in all (YAML aliases
+    expanded), and each value within ``--set``'s limits."""
     grid: dict[str, list[Any]] = {}
+    used = 0
     for item in items:
         if "=" not in item:
-            raise ScenarioError(item, "--grid needs KEY=V1,V2,..., e.g. --grid server.max_staleness=0,4,16")
+            raise ScenarioError(item[:60], "--grid needs KEY=V1,V2,..., e.g. --grid server.max_staleness=0,4,16")
         key, raw = item.split("=", 1)
-        key = key.strip()
+        key = key.strip()[:200]
+        if len(item) > MAX_GRID_CHARS:
+            raise ScenarioError(key[:60], f"--grid item longer than {MAX_GRID_CHARS:,} characters")
         if key in grid:
             raise ScenarioError(key, "given twice with --grid; list all its values in one --grid KEY=V1,V2")
+        if len(grid) >= MAX_GRID_KEYS:
+            raise ScenarioError(key, f"more than {MAX_GRID_KEYS} --grid keys")
+        texts = split_values(raw)
+        if len(texts) > MAX_RUNS:
+            raise ScenarioError(key, f"--grid lists {len(texts):,} values; a sweep runs at most {MAX_RUNS:,}")
         values = []
-        for text in split_values(raw):
+        for text in texts:
             if not text:
-                raise ScenarioError(key, f"empty value in --grid {item!r}")
-            _, value = parse_override(f"{key}={text}")
+                raise ScenarioError(key, f"empty value in --grid {item[:80]!r}")
+            _, value = parse_override(f"{key}={text}", "--grid")
+            used += count_values(value, MAX_NODES - used)
+            if used > MAX_NODES:
+                raise ScenarioError(key, f"--grid values hold more than {MAX_NODES:,} values in all (YAML aliases expanded)")
             values.append(value)
         grid[key] = values
     return grid
@@ -124,6 +155,8 @@ def parse_grid(items: Iterable[str]) -> dict[str, list[Any]]:
 
 def _check_grid(grid: Mapping[str, Any]) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {}
+    if len(grid) > MAX_GRID_KEYS:
+        raise ScenarioError("sweep.grid", f"more than {MAX_GRID_KEYS} grid keys")
     for key, values in grid.items():
         if key == "seed":
             raise ScenarioError("seed", "cannot be a grid key; use --seeds N (runs seed, seed+1, ..., seed+N-1)")
@@ -131,12 +164,14 @@ def _check_grid(grid: Mapping[str, Any]) -> dict[str, list[Any]]:
             raise ScenarioError(key, "cannot be a grid key")
         if not isinstance(values, list) or not values:
             raise ScenarioError(f"sweep.grid.{key}", "needs a non-empty list of values")
-        seen: list[str] = []
+        if len(values) > MAX_RUNS:
+            raise ScenarioError(key, f"grid lists {len(values):,} values; a sweep runs at most {MAX_RUNS:,}")
+        seen: set[str] = set()
         for v in values:
             text = value_text(v)
             if text in seen:
                 raise ScenarioError(key, f"grid value {text} is listed twice")
-            seen.append(text)
+            seen.add(text)
         out[key] = list(values)
     return out
 
@@ -155,7 +190,7 @@ def value_text(value: Any) -> str:
         return repr(value)
     if isinstance(value, int):
         return str(value)
-    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**9).strip()
+    text = yaml.dump(value, Dumper=ScenarioDumper, default_flow_style=True, sort_keys=False, width=10**9).strip()
     if text.endswith("\n..."):
         text = text[: -len("\n...")]
     return text.strip()
@@ -255,6 +290,8 @@ def plan_sweep(
         src_name: str | None = str(Path(source).resolve())
         folder = Path(source).resolve().parent
     else:
+        if count_values(source, MAX_NODES) > MAX_NODES:  # the file limit, before copying anything
+            raise ScenarioError("", f"scenario mapping: more than {MAX_NODES:,} values")
         raw = copy.deepcopy(dict(source))
         src_name, folder = None, Path.cwd()
     if base_dir is not None:
@@ -277,6 +314,12 @@ def plan_sweep(
     n_seeds = seeds if seeds is not None else (declared.seeds if declared else 1)
     if n_seeds < 1:
         raise UserError(f"--seeds: must be >= 1 (got {n_seeds})")
+    n_points = math.prod(len(v) for v in merged.values())
+    if n_points * n_seeds > MAX_RUNS:
+        raise UserError(
+            f"sweep of {n_points * n_seeds:,} runs ({n_points:,} grid points x {n_seeds:,} seed(s)) is more than "
+            f"{MAX_RUNS:,}; split it into several sweeps"
+        )
     seed_list = [base_scenario.seed + i for i in range(n_seeds)]
     base = {k: v for k, v in raw.items() if k != "sweep"}
 
