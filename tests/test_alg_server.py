@@ -1,4 +1,8 @@
-"""Server steps and their coefficients, by hand (FedAvg, FedAsync, FedBuff, pFedMe)."""
+"""Server steps and their coefficients, by hand (FedAvg, FedAsync, FedBuff, pFedMe).
+
+The closed forms are checked on the object runs use: ``server_rule(server, kind)`` (its ``policy``
+weighs and bounds arrivals in the engine, its ``step`` makes the step in TorchBackend.apply), and
+on TorchBackend.apply itself; a test checks that ``build`` hands that composition to both."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import torch
 from torch import Tensor
 
 from asyncfl.algorithms.server import (
+    STEPS,
     aggregation,
     apply_step,
     delta_step,
@@ -18,11 +23,15 @@ from asyncfl.algorithms.server import (
     step_coefficients,
 )
 from asyncfl.config.loader import validate
-from asyncfl.config.schema import PolynomialWeight, ServerConfig
+from asyncfl.config.schema import ExponentialWeight, HingeWeight, PolynomialWeight, ServerConfig
+from asyncfl.errors import ScenarioError
 from asyncfl.exec.torch_backend import TorchBackend
+from asyncfl.runs import runner
 from asyncfl.runs.runner import build
-from asyncfl.sim.staleness import exponential, hinge, polynomial, weight_fn
-from asyncfl.types import ModelVersion, SimTime
+from asyncfl.runs.server_rule import ServerRule, server_rule
+from asyncfl.sim import staleness
+from asyncfl.sim.staleness import WEIGHTS, exponential, hinge, polynomial, schema_names
+from asyncfl.types import ClientId, ModelVersion, SimTime
 
 D64 = torch.float64
 
@@ -36,43 +45,57 @@ def test_delta_step_adds_the_weighted_deltas() -> None:
 
 def test_fedasync_single_update_is_the_convex_mix() -> None:
     """Xie et al.: x_t = (1 - alpha_t) x_{t-1} + alpha_t x_new, alpha_t = a s(tau)."""
-    server = ServerConfig(lr=0.6, staleness_weight=PolynomialWeight(a=0.5))
-    s = weight_fn(server.staleness_weight)(3)  # (3 + 1)^-0.5 = 0.5
+    rule = server_rule(ServerConfig(lr=0.6, staleness_weight=PolynomialWeight(a=0.5)), "mixing")
+    s = rule.policy.weigh(3)  # (3 + 1)^-0.5 = 0.5
     assert s == pytest.approx(0.5)
-    coeffs = step_coefficients(server, [s], [37], "mixing")
+    assert s is not None
+    coeffs = rule.step.coefficients([s], [37])
     assert coeffs == pytest.approx([0.3])
     x = torch.tensor([1.0, -1.0, 2.0], dtype=D64)
     x_client = torch.tensor([3.0, 1.0, 0.0], dtype=D64)
     expected = (1 - 0.3) * x + 0.3 * x_client
     assert torch.allclose(mixing_step(x, x_client[None], coeffs), expected, atol=1e-15)
-    # apply_step builds the client model from the pulled (stale) base and the delta
+    # the step builds the client model from the pulled (stale) base and the delta
     base = torch.tensor([0.0, 0.0, 1.0], dtype=D64)
+    assert rule.step.needs_bases
+    assert torch.allclose(rule.step(x, (x_client - base)[None], base[None], coeffs), expected, atol=1e-15)
     got = apply_step("mixing", x, (x_client - base)[None], base[None], coeffs)
     assert torch.allclose(got, expected, atol=1e-15)
+    with pytest.raises(ValueError, match="bases"):
+        rule.step(x, (x_client - base)[None], None, coeffs)
     with pytest.raises(ValueError, match="bases"):
         apply_step("mixing", x, (x_client - base)[None], None, coeffs)
 
 
 def test_fedbuff_uniform_staleness_weighted_coefficients() -> None:
     """FedBuff: x <- x + eta_g (1/K) sum_k s(tau_k) Delta_k, here K = 3, eta_g = 2, s polynomial(1)."""
-    server = ServerConfig(mode="buffered", buffer_size=3, concurrency=3, lr=2.0, aggregation="uniform")
-    s = polynomial(1.0)
+    server = ServerConfig(
+        mode="buffered", buffer_size=3, concurrency=3, lr=2.0, aggregation="uniform",
+        staleness_weight=PolynomialWeight(a=1.0),
+    )
+    rule = server_rule(server, "delta")
+    assert rule.policy.buffer_size == 3 and not rule.step.needs_bases
     taus = [0, 1, 3]
-    weights = [s(t) for t in taus]  # 1, 1/2, 1/4
-    coeffs = step_coefficients(server, weights, [10, 20, 70], "delta")
+    weights = [rule.policy.weight(t) for t in taus]  # 1, 1/2, 1/4
+    assert weights == [polynomial(1.0)(t) for t in taus] == [1.0, 0.5, 0.25]
+    coeffs = rule.step.coefficients(weights, [10, 20, 70])
     assert coeffs == pytest.approx([2.0 / 3, 1.0 / 3, 1.0 / 6])
     x = torch.zeros(2, dtype=D64)
     deltas = torch.tensor([[3.0, 0.0], [0.0, 3.0], [6.0, 6.0]], dtype=D64)
+    assert torch.allclose(rule.step(x, deltas, None, coeffs), torch.tensor([3.0, 2.0], dtype=D64))
     assert torch.allclose(delta_step(x, deltas, coeffs), torch.tensor([3.0, 2.0], dtype=D64))
 
 
 def test_samples_aggregation_is_fedavg_weighting() -> None:
     """FedAvg: p_k = n_k / sum_j n_j, times s(tau_k) and the server lr."""
-    server = ServerConfig(mode="sync", lr=1.0, aggregation="samples")
-    assert step_coefficients(server, [1.0, 1.0, 1.0], [10, 30, 60]) == pytest.approx([0.1, 0.3, 0.6])
-    w = hinge(10.0, 2)
-    coeffs = step_coefficients(server, [w(0), w(4)], [50, 50], "delta")
+    server = ServerConfig(mode="sync", lr=1.0, aggregation="samples", staleness_weight=HingeWeight(a=10.0, b=2))
+    step = server_rule(server, "delta").step
+    assert step.coefficients([1.0, 1.0, 1.0], [10, 30, 60]) == pytest.approx([0.1, 0.3, 0.6])
+    w = server_rule(server, "delta").policy.weight
+    assert server_rule(server, "delta").policy.weigh(4) == 1.0  # a sync round's updates are all fresh
+    coeffs = step.coefficients([w(0), w(4)], [50, 50])
     assert coeffs == pytest.approx([0.5, 0.5 / 21])
+    assert step_coefficients(server, [w(0), w(4)], [50, 50], "delta") == coeffs
     # no samples at all falls back to uniform; nothing to aggregate gives nothing
     assert step_coefficients(server, [1.0, 1.0], [0, 0]) == pytest.approx([0.5, 0.5])
     assert step_coefficients(server, [], []) == []
@@ -81,9 +104,10 @@ def test_samples_aggregation_is_fedavg_weighting() -> None:
 
 
 def test_local_training_has_no_server_step() -> None:
-    server = ServerConfig()
-    assert step_coefficients(server, [1.0, 0.5], [3, 4], "none") == [0.0, 0.0]
+    rule = server_rule(ServerConfig(), "none")
+    assert rule.step.coefficients([1.0, 0.5], [3, 4]) == [0.0, 0.0]
     x = torch.ones(3)
+    assert torch.equal(rule.step(x, torch.ones(2, 3), None, [1.0, 1.0]), x)
     assert torch.equal(apply_step("none", x, torch.ones(2, 3), None, [1.0, 1.0]), x)
 
 
@@ -94,18 +118,22 @@ def test_pfedme_sync_mixing_is_a_delta_step_with_lr_beta() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(5, generator=g, dtype=D64)
     models = torch.randn(4, 5, generator=g, dtype=D64)
-    coeffs = step_coefficients(server, [1.0] * 4, [5, 9, 2, 7], "delta")
+    coeffs = server_rule(server, "delta").step.coefficients([1.0] * 4, [5, 9, 2, 7])
     expected = (1 - beta) * x + beta * models.mean(0)
+    assert torch.allclose(server_rule(server, "delta").step(x, models - x, None, coeffs), expected, atol=1e-14)
     assert torch.allclose(delta_step(x, models - x, coeffs), expected, atol=1e-14)
+    # the same as FedAsync-style mixing of the client models that started from x
+    mixing = server_rule(server, "mixing").step
+    assert torch.allclose(mixing(x, models - x, x.expand(4, 5), coeffs), expected, atol=1e-14)
     assert torch.allclose(mixing_step(x, models, coeffs), expected, atol=1e-14)
 
 
 def test_weights_are_per_update_not_cumulative() -> None:
     """Applying the same stale update twice uses the same coefficient both times."""
-    server = ServerConfig(lr=0.5, staleness_weight=PolynomialWeight(a=0.5))
-    s = weight_fn(server.staleness_weight)
-    first = step_coefficients(server, [s(8)], [1], "mixing")
-    second = step_coefficients(server, [s(8)], [1], "mixing")
+    rule = server_rule(ServerConfig(lr=0.5, staleness_weight=PolynomialWeight(a=0.5)), "mixing")
+    s = rule.policy.weight
+    first = rule.step.coefficients([s(8)], [1])
+    second = rule.step.coefficients([s(8)], [1])
     assert first == second == pytest.approx([0.5 / 3.0])
 
 
@@ -127,7 +155,13 @@ def test_a_wait_step_keeps_each_updates_weight() -> None:
     async (K = 1) gives every update a full step, buffered 1/K each (samples: m/K of a step in
     total, shared by size); drop-policy steps (m = K) are unchanged."""
     async_wait = ServerConfig(mode="async", concurrency=4, max_staleness=1, staleness_policy="wait", lr=0.5)
-    assert step_coefficients(async_wait, [1.0, 0.5, 0.25], [5, 5, 5]) == pytest.approx([0.5, 0.25, 0.125])
+    rule = server_rule(async_wait, "delta")
+    assert rule.step.coefficients([1.0, 0.5, 0.25], [5, 5, 5]) == pytest.approx([0.5, 0.25, 0.125])
+    assert rule.step.one_at_a_time(3) and not rule.step.one_at_a_time(1)
+    # the wait policy never drops: it holds the step while a task would become staler than tau_max
+    assert rule.policy.weigh(7) == 1.0 and rule.policy.wait and not rule.policy.drop
+    assert rule.policy.step_allowed(version=3, oldest_base=3) and not rule.policy.step_allowed(3, 2)  # 2 + 1 < 4
+    assert rule.policy.step_allowed(3, None)
     buffered = ServerConfig(
         mode="buffered", buffer_size=2, concurrency=4, staleness_policy="wait", aggregation="uniform"
     )
@@ -151,10 +185,54 @@ def test_sequential_mixing_by_hand() -> None:
 
 def test_hinge_boundary_and_exponential_values() -> None:
     """hinge(a=10, b=2): 1 up to tau = b inclusive, then 1 / (10 (tau - 2) + 1); exponential exp(-a tau)."""
-    h = hinge(10.0, 2)
+    h = server_rule(ServerConfig(staleness_weight=HingeWeight(a=10.0, b=2)), "delta").policy.weight
     assert [h(t) for t in (0, 2, 3, 5)] == [1.0, 1.0, 1 / 11, 1 / 31]
-    e = exponential(0.5)
+    assert [hinge(10.0, 2)(t) for t in (0, 2, 3, 5)] == [1.0, 1.0, 1 / 11, 1 / 31]
+    e = server_rule(ServerConfig(staleness_weight=ExponentialWeight(a=0.5)), "delta").policy.weight
     assert e(0) == 1.0 and e(2) == pytest.approx(0.36787944117144233, rel=1e-15)
+    assert exponential(0.5)(2) == e(2)
+
+
+def test_drop_policy_bounds_staleness() -> None:
+    """Policy drop: an update staler than tau_max gets no weight (the engine drops it); at tau_max
+    it is weighed by s(tau). Without a bound nothing is dropped."""
+    server = ServerConfig(max_staleness=2, staleness_policy="drop", staleness_weight=PolynomialWeight(a=1.0))
+    policy = server_rule(server, "delta").policy
+    assert [policy.weigh(t) for t in (0, 2, 3, 10)] == [1.0, 1 / 3, None, None]
+    assert policy.drop and policy.tau_max == 2 and policy.buffer_size == 1
+    unbounded = server_rule(ServerConfig(staleness_weight=PolynomialWeight(a=1.0)), "delta").policy
+    assert unbounded.weigh(10) == pytest.approx(1 / 11) and not unbounded.drop
+
+
+def test_runs_use_the_composed_server_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """build() composes the server rule once: the engine gets its policy, the backend its step."""
+    made: list[ServerRule] = []
+
+    def spy(server: ServerConfig, kind: Any) -> ServerRule:
+        made.append(server_rule(server, kind))
+        return made[-1]
+
+    monkeypatch.setattr(runner, "server_rule", spy)
+    built = backend_and_engine({"name": "fedasync"}, {"mode": "async", "concurrency": 2, "lr": 0.6})
+    assert len(made) == 1
+    assert built.engine.policy is made[0].policy and built.backend.step is made[0].step
+    assert built.backend.step.kind == "mixing" and built.backend.step.lr == 0.6
+
+
+def test_every_schema_weight_and_step_kind_has_its_function() -> None:
+    """The registries match the schema: a weight or step kind without its function (or the
+    reverse) fails at import; this is the check that import runs."""
+    assert schema_names() == set(WEIGHTS.names()) == {"constant", "polynomial", "hinge", "exponential"}
+    assert set(STEPS.names()) == {"delta", "mixing", "none"}
+    WEIGHTS.add("toy", lambda cfg: lambda tau: 0.5)
+    try:
+        with pytest.raises(ImportError, match="toy"):
+            staleness._check_complete()
+    finally:
+        del WEIGHTS._items["toy"]
+    staleness._check_complete()
+    with pytest.raises(ScenarioError, match="unknown staleness weight 'nope'"):
+        WEIGHTS.get("nope")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -163,6 +241,10 @@ def test_hinge_boundary_and_exponential_values() -> None:
 
 
 def backend_for(algorithm: dict[str, Any], server: dict[str, Any]) -> TorchBackend:
+    return backend_and_engine(algorithm, server).backend
+
+
+def backend_and_engine(algorithm: dict[str, Any], server: dict[str, Any]) -> Any:
     sc = validate(
         {
             "seed": 0,
@@ -174,13 +256,13 @@ def backend_for(algorithm: dict[str, Any], server: dict[str, Any]) -> TorchBacke
             "execution": {"dtype": "float64"},
         }
     )
-    return build(sc).backend
+    return build(sc)
 
 
 def arrive(b: TorchBackend, task: int, client: int, version: int, delta: Tensor) -> None:
     """Task ``task`` of ``client`` pulled ``version`` and its update is ``delta`` (set directly:
     these tests are about the server step, not the client rule)."""
-    b.dispatch(task, client, ModelVersion(version), 0, math.inf)  # type: ignore[arg-type]
+    b.dispatch(task, ClientId(client), ModelVersion(version), 0, SimTime(math.inf))
     b.executor.pending.pop(task)
     b.executor.results[task] = delta
 

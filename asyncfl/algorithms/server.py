@@ -41,17 +41,26 @@ PersA-FL apply every update, and buffered gives each its 1/K share, as FedBuff d
 - PersA-FL (Toghani et al. 2022): the personalized client rules under an async / buffered server:
   the same ``delta`` rule with K = 1 or K = buffer_size.
 - ``none`` (local training): all coefficients are 0; there is no shared model to move.
+
+:class:`ServerStep` is this rule as one object, built from the scenario's ``server`` keys and the
+client rule's ``server_rule``; runs use it through :func:`asyncfl.runs.server_rule.server_rule`
+(with the engine's half, :class:`asyncfl.sim.policy.ServerPolicy`). Adding a step kind: one
+function below and one line in :data:`STEPS` (its name a member of
+:data:`asyncfl.algorithms.base.ServerRule`; a kind without its function fails at import).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import get_args
 
 import torch
 from torch import Tensor
 
 from asyncfl.algorithms.base import ServerRule
 from asyncfl.config.schema import ServerConfig
+from asyncfl.registry import Registry
 
 
 def _as_coeffs(coeffs: Tensor | Sequence[float], like: Tensor) -> Tensor:
@@ -126,16 +135,97 @@ def apply_step(
     """One server step for any rule: ``delta`` uses ``deltas``; ``mixing`` mixes in the client
     models ``bases + deltas`` (``bases`` [K, P] or [P]: the models the clients pulled; required);
     ``none`` returns ``x`` unchanged."""
-    if rule == "delta":
-        return delta_step(x, deltas, coeffs)
-    if rule == "mixing":
-        if bases is None:
-            raise ValueError("mixing needs the models the clients pulled (bases)")
-        return mixing_step(x, bases + deltas, coeffs)
+    return STEPS.get(rule).fn(x, deltas, bases, coeffs, False)
+
+
+# ------------------------------------------------------------------------------------------------
+# the step kinds and the server step as one object
+# ------------------------------------------------------------------------------------------------
+
+Coeffs = Tensor | Sequence[float]
+StepFn = Callable[[Tensor, Tensor, Tensor | None, Coeffs, bool], Tensor]
+"""(x, deltas [m, P], bases [m, P] or None, coeffs [m], one_at_a_time) -> the new x."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepKind:
+    """A server step rule: ``fn`` (see :data:`StepFn`); ``needs_bases``: whether it needs the
+    models the clients pulled (the backend stacks them only then)."""
+
+    fn: StepFn
+    needs_bases: bool = False
+
+
+def _delta(x: Tensor, deltas: Tensor, bases: Tensor | None, coeffs: Coeffs, one_at_a_time: bool) -> Tensor:
+    return delta_step(x, deltas, coeffs)  # one at a time or together: the same sum
+
+
+def _mixing(x: Tensor, deltas: Tensor, bases: Tensor | None, coeffs: Coeffs, one_at_a_time: bool) -> Tensor:
+    if bases is None:
+        raise ValueError("mixing needs the models the clients pulled (bases)")
+    if one_at_a_time:
+        return sequential_mixing_step(x, bases + deltas, coeffs)
+    return mixing_step(x, bases + deltas, coeffs)
+
+
+def _none(x: Tensor, deltas: Tensor, bases: Tensor | None, coeffs: Coeffs, one_at_a_time: bool) -> Tensor:
     return x
 
 
+STEPS: Registry[StepKind] = Registry("server step", "algorithm.name")
+STEPS.add("delta", StepKind(_delta))
+STEPS.add("mixing", StepKind(_mixing, needs_bases=True))
+STEPS.add("none", StepKind(_none))
+
+if set(STEPS.names()) != set(get_args(ServerRule)):
+    raise ImportError(f"server steps {STEPS.names()} differ from ServerRule {sorted(get_args(ServerRule))}")
+
+
+@dataclass(frozen=True)
+class ServerStep:
+    """One server step as the scenario describes it: ``x <- step(x, updates, c)`` with
+    c_k = lr s(tau_k) p_k (module docstring). ``kind``: the client rule's ``server_rule``;
+    ``config``: the ``server`` section (mode, lr, aggregation, buffer_size)."""
+
+    config: ServerConfig
+    kind: ServerRule
+
+    @classmethod
+    def from_config(cls, server: ServerConfig, kind: ServerRule) -> ServerStep:
+        STEPS.get(kind)  # an unknown kind fails here, at build time
+        return cls(server, kind)
+
+    @property
+    def rule(self) -> StepKind:
+        return STEPS.get(self.kind)
+
+    @property
+    def lr(self) -> float:
+        return self.config.lr
+
+    @property
+    def needs_bases(self) -> bool:
+        return self.rule.needs_bases
+
+    def coefficients(self, weights: Sequence[float], sample_counts: Sequence[float]) -> list[float]:
+        """c_k for the m updates of one step (:func:`step_coefficients`)."""
+        return step_coefficients(self.config, weights, sample_counts, self.kind)
+
+    def one_at_a_time(self, m: int) -> bool:
+        """Are the step's m updates applied one after the other? Async under policy wait applies
+        the updates that waited each as its own FedAsync step (m > 1 only then)."""
+        return self.config.mode == "async" and m > 1
+
+    def __call__(self, x: Tensor, deltas: Tensor, bases: Tensor | None, coeffs: Tensor | Sequence[float]) -> Tensor:
+        """The new server model from ``x``, the m updates' ``deltas`` [m, P], the models they
+        pulled ``bases`` [m, P] (needed when :attr:`needs_bases`) and their coefficients."""
+        return self.rule.fn(x, deltas, bases, coeffs, self.one_at_a_time(deltas.shape[0]))
+
+
 __all__ = [
+    "STEPS",
+    "ServerStep",
+    "StepKind",
     "aggregation",
     "apply_step",
     "delta_step",

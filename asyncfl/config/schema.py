@@ -491,6 +491,48 @@ StalenessWeight = Annotated[
 ]
 
 
+class UniformSelection(Strict):
+    """Uniformly at random among idle, available clients (the default)."""
+
+    name: Literal["uniform"] = "uniform"
+    """Tag: ``uniform``, uniformly at random."""
+
+
+class LeastRecentSelection(Strict):
+    """The idle, available client picked least recently (never picked first); ties uniformly at
+    random. Round-robin when every client is always available."""
+
+    name: Literal["least_recent"] = "least_recent"
+    """Tag: ``least_recent``, the client picked least recently."""
+
+
+class DataSizeSelection(Strict):
+    """At random with probability proportional to the client's training-set size n_k (among the
+    idle, available clients)."""
+
+    name: Literal["data_size"] = "data_size"
+    """Tag: ``data_size``, P(k) proportional to n_k."""
+
+
+class OvercommitSelection(Strict):
+    """Speed-aware over-commitment (FedScale; Lai et al. 2021, OSDI, Sec. 5): a sync round starts
+    ceil(factor K) clients and keeps the first K arrivals, the others' results are discarded
+    (``dropped_overcommit``). Picks are at random with probability proportional to
+    (1 / expected task time)^speed_exponent (0: uniform, FedScale's own pick)."""
+
+    name: Literal["overcommit"] = "overcommit"
+    """Tag: ``overcommit``, FedScale's over-commitment."""
+    factor: Annotated[float, Field(ge=1.0)] = 1.3
+    """Clients started per client needed in a sync round (FedScale's default 1.3)."""
+    speed_exponent: NonNegFloat = 0.0
+    """alpha in P(pick k) proportional to (1 / E[task time of k])^alpha; 0 ignores speed."""
+
+
+Selection = Annotated[
+    UniformSelection | LeastRecentSelection | DataSizeSelection | OvercommitSelection, Field(discriminator="name")
+]
+
+
 class ServerConfig(Strict):
     """How the server takes updates: when it steps (``mode``), which updates it uses (staleness
     bound tau and policy), how it weighs them (s(tau), ``aggregation``) and its step size."""
@@ -521,7 +563,11 @@ class ServerConfig(Strict):
     """How a step's m updates share it: ``samples`` by training-set size (FedAvg), ``uniform`` equally (FedBuff's
     1/K); ``auto`` is samples for sync, uniform for async and buffered. A step is made for K updates; m != K
     updates (policy wait) get m/K of a step."""
-
+    selection: Selection = Field(default_factory=UniformSelection)
+    """Which idle, available client the server starts next (asyncfl.sim.selection): ``uniform``
+    (default), ``least_recent``, ``data_size`` (proportional to training-set size) or ``overcommit``
+    (FedScale's over-commitment in sync rounds, optionally speed-aware). Every random pick draws from
+    the seeded ``selection`` stream."""
 
     @model_validator(mode="after")
     def _cross(self) -> ServerConfig:

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from asyncfl.algorithms import server as server_rules
 from asyncfl.algorithms.base import ClientRule
 from asyncfl.algorithms.evaluation import evaluate
+from asyncfl.algorithms.server import ServerStep
 from asyncfl.config.schema import EvalConfig, ServerConfig
 from asyncfl.data.base import FederatedData
 from asyncfl.errors import DivergedError
@@ -50,6 +50,7 @@ class TorchBackend:
         seed: int,
         executor: Executor,
         model_bytes: int,
+        step: ServerStep | None = None,
     ) -> None:
         self.model = model
         self.rule = rule
@@ -59,6 +60,9 @@ class TorchBackend:
         self.seed = seed
         self.executor = executor
         self._model_bytes = model_bytes
+        self.step = step if step is not None else ServerStep.from_config(server, rule.server_rule)
+        """The server step (its lr, aggregation, delta or mixing): runs get it from
+        :func:`asyncfl.runs.server_rule.server_rule`."""
         self.versions = VersionStore()
         self._w0 = w0
         self.version = ModelVersion(0)
@@ -134,18 +138,14 @@ class TorchBackend:
                 self._release(t)
             new = x.clone()  # no shared model: versions only count steps
         else:
+            step = self.step
             weights = [w for _, w in updates]
             counts = [float(self._sizes[c]) for c in clients]
-            coeffs = server_rules.step_coefficients(self.server, weights, counts)
-            coeffs_t = upload(torch.tensor(coeffs, dtype=x.dtype), x.device)  # no GPU sync
-            if self.rule.server_rule == "mixing":
+            coeffs = upload(torch.tensor(step.coefficients(weights, counts), dtype=x.dtype), x.device)  # no GPU sync
+            bases = None
+            if step.needs_bases:
                 bases = torch.stack([self.versions.get(ModelVersion(self._task_base[t])) for t in tasks])
-                if self.server.mode == "async" and len(tasks) > 1:  # policy wait: one mix per update
-                    new = server_rules.sequential_mixing_step(x, bases + stacked, coeffs_t)
-                else:
-                    new = server_rules.mixing_step(x, bases + stacked, coeffs_t)
-            else:
-                new = server_rules.delta_step(x, stacked, coeffs_t)
+            new = step(x, stacked, bases, coeffs)
             for t in tasks:
                 self._release(t)
         if not bool(torch.isfinite(new).all()):

@@ -65,6 +65,7 @@ from asyncfl.runs.rundir import (
     write_atomic,
     write_manifest,
 )
+from asyncfl.runs.server_rule import server_rule
 from asyncfl.sim.engine import Engine, EngineResult
 from asyncfl.sim.records import EVENT_COLUMNS, METRIC_COLUMNS
 
@@ -174,7 +175,10 @@ def build(
         float(eval_clients) * n_max * feat * 2 + eval_clients * model_bytes * 4.0,
         dev,
     )
-    backend = TorchBackend(model, rule, data, w0, scenario.server, scenario.eval, scenario.seed, executor, model_bytes)
+    server = server_rule(scenario.server, rule.server_rule)
+    backend = TorchBackend(
+        model, rule, data, w0, scenario.server, scenario.eval, scenario.seed, executor, model_bytes, server.step
+    )
     multiplier = None
     if scenario.system.speed_by_label > 0:
         frac = data.mean_label_fraction()
@@ -183,7 +187,16 @@ def build(
     # per per-sample gradient (the system model's compute.model flops; recorded in events.csv).
     work = np.array([backend.task_work(c) for c in range(data.num_clients)], dtype=np.float64)  # type: ignore[arg-type]
     task_flops = work * gradient_flops_per_sample(model, data, w0)
-    engine = Engine.from_scenario(scenario, backend, base, multiplier, snapshot=snapshot, task_flops=task_flops)
+    engine = Engine.from_scenario(
+        scenario,
+        backend,
+        base,
+        multiplier,
+        snapshot=snapshot,
+        task_flops=task_flops,
+        policy=server.policy,
+        train_sizes=data.train_sizes_np,
+    )
     # Updates certain to be dropped as stale are never computed (empty unless async + drop).
     executor.before_chunk = lambda: backend.cancel_certain_drops(engine.certain_drops())
     return Built(scenario, dev, data, model, backend, engine)

@@ -15,9 +15,9 @@ infinity for a task that will be lost; a lazy backend computes in that order). I
 t0 + download + compute (``dropped_dropout``); if its client goes off (availability) before the
 upload ends it is lost at that off time (``dropped_offline``). Lost tasks are ``backend.discard``-ed.
 
-**Selection.** Idle, available clients are chosen uniformly at random, one draw of the ``selection``
-stream per pick (counter = pick index): with on/off availability by rejection from the idle set,
-then by a scan; when no idle client is available, a retry is scheduled at the earliest time one
+**Selection.** Idle, available clients are chosen by the ``server.selection`` strategy
+(:mod:`asyncfl.sim.selection`; default uniformly at random, one draw of the ``selection`` stream
+per pick); when no idle client is available, a retry is scheduled at the earliest time one
 comes on. ``sync`` rounds pick without replacement; if fewer than ``clients_per_round`` clients are
 available the round runs with those.
 
@@ -27,7 +27,7 @@ run, at that same instant. So updates arriving together see each other's server 
 clients dispatched to replace them all pull the version reached at the end of the instant.
 
 **async / buffered.** ``concurrency`` tasks are kept in flight. On arrival the staleness is
-tau = V - b. Policy ``drop``: tau > tau_max (``server.max_staleness``) is ``dropped_stale``.
+tau = V - b. The server's rule for arrivals is a :class:`~asyncfl.sim.policy.ServerPolicy`. Policy ``drop``: tau > tau_max (``server.max_staleness``) is ``dropped_stale``.
 Otherwise the update enters the server buffer with weight s(tau) (:mod:`asyncfl.sim.staleness`); the
 server steps when the buffer holds 1 (async) or K = ``buffer_size`` (buffered) updates:
 ``backend.apply([(task, weight), ...], V + 1, t)`` in arrival order, then V += 1 (each update's
@@ -47,7 +47,9 @@ rounds of ``concurrency`` clients.
 one has arrived or been lost, or at ``round_deadline`` seconds after its start, when the tasks still
 running are ``dropped_deadline`` (arrivals at exactly the deadline count; the clients are told to
 stop and are idle again). If any update arrived, one step applies them all with weight 1.0 (s(0)).
-The next round starts at once; a round lasts as long as its slowest client.
+The next round starts at once; a round lasts as long as its slowest client. Under
+over-commitment (``server.selection: overcommit``) a round starts ceil(factor K) clients and ends
+at its K-th arrival: the tasks still running then are ``dropped_overcommit``.
 
 **Stop.** Whichever comes first: ``stop.sim_time`` (events at t > sim_time are not processed; the run
 ends at t = sim_time), ``stop.server_steps`` (right after that step), ``stop.client_updates`` (right
@@ -72,7 +74,12 @@ out of :meth:`Engine.run`; :meth:`Engine.result` still returns the records made 
 
 Driving it (the runner)
 -----------------------
-``engine.run()`` returns an :class:`EngineResult`. ``engine.on_step(engine)`` is called after each
+``engine.run()`` returns an :class:`EngineResult`.
+
+Where things are: the task and waiting-update records and the one event-record constructor in
+:mod:`asyncfl.sim.tasks`, the arrival rule in :mod:`asyncfl.sim.policy`, client selection in
+:mod:`asyncfl.sim.selection`, the SimPy adapter in :mod:`asyncfl.sim.clock`, snapshot / restore in
+:mod:`asyncfl.sim.snapshot`. This module is the event handlers. ``engine.on_step(engine)`` is called after each
 event that made a server step, between events, where ``engine.snapshot()`` is valid;
 ``engine.drain_records()`` hands over the final records so far (write them, then snapshot: the
 snapshot keeps only what was not drained, plus the drained counts). ``engine.request_stop()``
@@ -85,78 +92,47 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from heapq import heappush
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-import simpy
-from simpy.events import NORMAL, Event
 
 from asyncfl.config.schema import EvalConfig, Scenario, ServerConfig, StopConfig
 from asyncfl.errors import DivergedError, ScenarioError
-from asyncfl.rng import bits, stream_key
+from asyncfl.sim import snapshot as snap
 from asyncfl.sim.availability import Availability, make_availability
 from asyncfl.sim.backend import Backend
+from asyncfl.sim.clock import Clock, Timer
 from asyncfl.sim.idle import IdleSet
-from asyncfl.sim.records import EventRecord, MetricRecord
-from asyncfl.sim.staleness import WeightFn
-from asyncfl.sim.staleness import weight_fn as make_weight_fn
+from asyncfl.sim.policy import ServerPolicy
+from asyncfl.sim.records import COUNT_KEYS, EventRecord, MetricRecord, TaskStatus
+from asyncfl.sim.selection import Selector, make_selector
 from asyncfl.sim.system import SystemModel
+from asyncfl.sim.tasks import (
+    ARRIVE,
+    LOSS_STATUS,
+    LOST_DROPOUT,
+    LOST_OFFLINE,
+    NAN,
+    Task,
+    Waiting,
+    as_time,
+    as_version,
+    event,
+    new_record,
+)
+from asyncfl.types import ClientId, ModelVersion, SimTime
 
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = snap.FORMAT
 
 # Event kinds and their payloads: a task's arrival or loss (task id), an evaluation timer (k, due at
 # k * eval.every_time), a sync round's deadline (round number), a selection retry (payload unused).
-_TASK, _EVAL, _DEADLINE, _RETRY = 0, 1, 2, 3
-# What a task's single event means.
-_ARRIVE, _LOST_DROPOUT, _LOST_OFFLINE = 0, 1, 2
-_LOSS_STATUS = {_LOST_DROPOUT: "dropped_dropout", _LOST_OFFLINE: "dropped_offline"}
-_NAN = math.nan
-_REJECTION_TRIES = 64  # picks among all idle clients before scanning for available ones
+TASK, EVAL, DEADLINE, RETRY = 0, 1, 2, 3
 # Without stop.sim_time, this many tasks in a row with no update reaching the server means the run
 # can never end (every task lost to dropout, availability or the deadline): a user error, not a hang.
 STALL_TASKS = 1_000_000
 
-COUNT_KEYS = (
-    "dispatched",
-    "client_updates",
-    "server_steps",
-    "applied",
-    "dropped_stale",
-    "dropped_offline",
-    "dropped_dropout",
-    "dropped_deadline",
-    "buffered",
-    "in_flight",
-)
-
-
-class _Due(Event):
-    """A triggered SimPy event due at a fixed time, carrying (kind, payload) as plain data.
-    ``callbacks`` may be a shared tuple: SimPy only iterates it, then sets it to None."""
-
-    _ok = True
-    _value = None
-
-    def __init__(self, callbacks: Any, kind: int, payload: int) -> None:
-        self.callbacks = callbacks
-        self.kind = kind
-        self.payload = payload
-
-
-class _Clock(simpy.Environment):
-    """SimPy's environment plus scheduling at an absolute time. ``Environment.schedule`` takes a
-    delay and adds it to ``now``; a time restored from a snapshot must be exactly the original float,
-    which ``now + (t - now)`` is not always, so entries are pushed as SimPy itself pushes them."""
-
-    def at(self, time: float, event: Event) -> None:
-        heappush(self._queue, (time, NORMAL, next(self._eid), event))
-
-    def pending(self) -> list[tuple[float, Event]]:
-        """Scheduled events in the order SimPy will process them."""
-        return [(float(e[0]), e[3]) for e in sorted(self._queue, key=lambda e: (e[0], e[1], e[2]))]
 
 
 class EngineResult(NamedTuple):
@@ -175,37 +151,17 @@ class EngineResult(NamedTuple):
     stop_reason: str
 
 
-def _enc(x: float) -> float | None:
-    """JSON-safe float: NaN and +-inf become None (restored as NaN / inf by the reader)."""
-    return None if math.isnan(x) or math.isinf(x) else x
-
-
-def _dec(x: float | None, missing: float = _NAN) -> float:
-    return missing if x is None else float(x)
-
-
-def _enc_event(r: EventRecord | None) -> list[Any] | None:
-    if r is None:
-        return None
-    return [_enc(v) if isinstance(v, float) else v for v in r]
-
-
-def _dec_event(v: list[Any] | None) -> EventRecord | None:
-    if v is None:
-        return None
-    (task, client, t0, arr, base, sv, tau, status, w, d, c, u, av, *_) = v  # a 14th (flops) is refilled
-    return EventRecord(task, client, _dec(t0), _dec(arr), base, sv, tau, status, _dec(w), _dec(d), _dec(c), _dec(u), av)
-
-
 class Engine:
     """One simulation of clients and server over simulated time (see the module docstring).
 
     ``server``, ``stop``, ``eval_cfg``: scenario sections; ``num_clients``: clients.count (must be the
     system model's). ``system``: durations and dropout per task;
     ``availability``: when clients are on; ``backend``: the numeric side. ``seed``: root seed (the
-    ``selection`` stream). ``weight_fn``: s(tau), by default from ``server.staleness_weight``.
+    ``selection`` stream). ``policy``: the server's rule for arrivals, by default
+    ``ServerPolicy.from_config(server)`` (runs pass the one of :func:`asyncfl.runs.server_rule.server_rule`).
     ``on_step(engine)``: called after every event that made a server step, at an event boundary,
-    where :meth:`snapshot` is valid (the runner checkpoints there).
+    where :meth:`snapshot` is valid (the runner checkpoints there). ``train_sizes``: the clients'
+    training-set sizes, for selection strategies that use them.
     """
 
     def __init__(
@@ -218,8 +174,9 @@ class Engine:
         availability: Availability,
         backend: Backend,
         seed: int,
-        weight_fn: WeightFn | None = None,
+        policy: ServerPolicy | None = None,
         on_step: Callable[[Engine], None] | None = None,
+        train_sizes: npt.ArrayLike | None = None,
     ) -> None:
         if num_clients != system.num_clients:
             raise ValueError(f"num_clients ({num_clients}) differs from the system model's ({system.num_clients})")
@@ -232,20 +189,21 @@ class Engine:
         self.seed = int(seed)
         self.num_clients = int(num_clients)
         self.on_step = on_step
-        self._weight = weight_fn if weight_fn is not None else make_weight_fn(server.staleness_weight)
+        self.policy = p = policy if policy is not None else ServerPolicy.from_config(server)
+        if p.mode != server.mode:
+            raise ValueError(f"the policy is for mode {p.mode!r}, the scenario's server.mode is {server.mode!r}")
 
-        self._sync = server.mode == "sync"
-        self._direct = server.mode == "async"
-        self._threshold = server.buffer_size if server.mode == "buffered" else 1
+        self._sync = p.sync
+        self._direct = p.direct
+        self._weigh = p.weigh
+        self._tau_max = p.tau_max
+        self._k = p.buffer_size
+        self._wait = p.wait
+        self._hold_when_blocked = p.hold_when_blocked
         self._concurrency = server.clients_per_round if self._sync else server.concurrency
         if self._concurrency > self.num_clients:
             what = "clients_per_round" if self._sync else "concurrency"
             raise ScenarioError(f"server.{what}", f"{self._concurrency} exceeds clients.count ({self.num_clients})")
-        tau = server.max_staleness
-        self._tau_max = math.inf if tau is None else tau
-        self._drop = not self._sync and server.staleness_policy == "drop" and tau is not None
-        self._wait = not self._sync and server.staleness_policy == "wait" and tau is not None
-        self._hold_when_blocked = self._wait and tau == 0
         self._sim_time = math.inf if stop.sim_time is None else float(stop.sim_time)
         deadline = server.round_deadline if self._sync else None
         self._deadline = math.inf if deadline is None else float(deadline)
@@ -259,24 +217,23 @@ class Engine:
         self._eval_time = eval_cfg.every_time
         self._always_on = availability.always_on
         self._durations = system.task_durations
-        self._sel_key = stream_key(self.seed, "selection", 0)
-        self._task_cb = (self._on_task,)
+        self._flops: list[float] = system.task_flops.tolist()  # per client: each record's flops
+        # One handler per event kind; a task's event has one handler per server mode.
+        self._task_cb = (self._on_task_sync if self._sync else self._on_task,)
         self._eval_cb = (self._on_eval,)
         self._deadline_cb = (self._on_deadline,)
         self._retry_cb = (self._on_retry,)
+        self.handlers = {TASK: self._task_cb, EVAL: self._eval_cb, DEADLINE: self._deadline_cb, RETRY: self._retry_cb}
 
         # ---- state (everything below is saved by snapshot) ----
-        self._env = _Clock(0.0)
-        self._version = 0
+        self._clock = Clock(0.0)
+        self._selector: Selector = make_selector(server, self.seed, availability, system, train_sizes)
+        self._version = ModelVersion(0)
         self._next_task = 0
-        self._sel_counter = 0
         self._counters: list[int] = [0] * self.num_clients
         self._idle = IdleSet(self.num_clients)
-        # task -> (client, counter, dispatch time, base, download, compute, upload, event time, kind)
-        self._inflight: dict[int, tuple[int, int, float, int, float, float, float, float, int]] = {}
-        # Arrived, not yet applied: (task, client, dispatch, arrival, base, V at arrival, tau, weight,
-        # download, compute, upload, absolute index of its slot in the event list).
-        self._buffer: list[tuple[int, int, float, float, int, int, int, float, float, float, float, int]] = []
+        self._inflight: dict[int, Task] = {}  # task id -> its record
+        self._buffer: list[Waiting] = []  # arrived, not yet applied, in arrival order
         self._base_count: dict[int, int] = {}  # policy wait: in-flight tasks per base version
         self._min_base = 0
         self._counts = dict.fromkeys(COUNT_KEYS, 0)
@@ -288,7 +245,7 @@ class Engine:
         self._finished = False
         self._end_time = 0.0
         self._last_eval: tuple[float, int] | None = None
-        self._events: list[EventRecord | None] = []
+        self._events: list[EventRecord | None] = []  # None: the slot of an update still waiting
         self._metrics: list[MetricRecord] = []
         self._events_drained = 0
         self._metrics_drained = 0
@@ -310,6 +267,8 @@ class Engine:
         speed_multiplier: npt.ArrayLike | None = None,
         on_step: Callable[[Engine], None] | None = None,
         snapshot: dict[str, Any] | None = None,
+        policy: ServerPolicy | None = None,
+        train_sizes: npt.ArrayLike | None = None,
         task_flops: npt.ArrayLike | None = None,
     ) -> Engine:
         """Build the system model, availability and engine a scenario describes (``task_work`` and
@@ -319,8 +278,8 @@ class Engine:
         n = system.num_clients
         args = (scenario.server, scenario.stop, scenario.eval, n, system, availability, backend, scenario.seed)
         if snapshot is not None:
-            return cls.restore(snapshot, *args, on_step=on_step)
-        return cls(*args, on_step=on_step)
+            return cls.restore(snapshot, *args, policy=policy, on_step=on_step, train_sizes=train_sizes)
+        return cls(*args, policy=policy, on_step=on_step, train_sizes=train_sizes)
 
     # ------------------------------------------------------------------------------------------
     # public surface
@@ -329,7 +288,7 @@ class Engine:
     @property
     def now(self) -> float:
         """Current simulated time in seconds."""
-        return float(self._env.now)
+        return float(self._clock.now)
 
     @property
     def version(self) -> int:
@@ -366,19 +325,14 @@ class Engine:
         buffer; all metrics) and forget them; snapshots then hold only the rest."""
         cut = len(self._events)
         if self._buffer:
-            cut = self._buffer[0][11] - self._events_drained
-        events = self._events[:cut]
+            cut = self._buffer[0].slot - self._events_drained
+        events = [r for r in self._events[:cut] if r is not None]  # the prefix holds no placeholder
         del self._events[:cut]
         self._events_drained += cut
         metrics = self._metrics
         self._metrics = []
         self._metrics_drained += len(metrics)
-        return self._with_flops(events), metrics  # type: ignore[arg-type]  # the prefix holds no placeholder
-
-    def _with_flops(self, events: list[EventRecord]) -> list[EventRecord]:
-        """The records with their ``flops`` (the system model's per-client task FLOPs)."""
-        flops = self.system.task_flops.tolist()
-        return [e._replace(flops=flops[e.client]) for e in events]
+        return events, metrics
 
     @property
     def drained(self) -> tuple[int, int]:
@@ -387,7 +341,7 @@ class Engine:
 
     def result(self) -> EngineResult:
         """The records not yet drained (a waiting update appears as ``buffered``) and totals."""
-        events = self._with_flops([r if r is not None else self._waiting_record(i) for i, r in enumerate(self._events)])
+        events = [r if r is not None else self._waiting_record(i) for i, r in enumerate(self._events)]
         reason = self._stopping or ("diverged" if self._diverged else "interrupted" if self._interrupted else "running")
         t = self._end_time if self._finished else self.now
         return EngineResult(events, list(self._metrics), self.counts, self._version, t, reason)
@@ -397,9 +351,9 @@ class Engine:
         if self._finished:
             return self.result()
         self._interrupted = False
-        env = self._env
-        queue = env._queue
-        step = env.step
+        clock = self._clock
+        queue = clock.queue
+        step = clock.step
         sim_time = self._sim_time
         on_step = self.on_step
         counts = self._counts
@@ -413,7 +367,7 @@ class Engine:
                     return self.result()
                 if self._stopping is not None:
                     break
-                if self._refill_due and (not queue or queue[0][0] > env._now):
+                if self._refill_due and (not queue or queue[0][0] > clock.now):
                     self._refill_due = False
                     self._refill()
                     continue
@@ -434,55 +388,28 @@ class Engine:
         return self.result()
 
     # ------------------------------------------------------------------------------------------
-    # scheduling and selection
+    # scheduling and dispatch
     # ------------------------------------------------------------------------------------------
 
     def _start(self) -> None:
         self._started = True
         self._evaluate()
         if self._eval_time is not None:
-            self._env.at(self._eval_time, _Due(self._eval_cb, _EVAL, 1))
+            self._clock.at(self._eval_time, Timer(self._eval_cb, EVAL, 1))
         self._refill_due = True
-
-    def _select(self) -> int:
-        """Remove and return a uniformly random idle, available client; -1 if there is none."""
-        idle = self._idle
-        n = len(idle.items)
-        if n == 0:
-            return -1
-        ctr = self._sel_counter
-        self._sel_counter = ctr + 1
-        pick = (bits(self._sel_key, ctr) * n) >> 64
-        if self._always_on:
-            return idle.pop_at(pick)
-        now = self._env._now
-        is_on = self.availability.is_on
-        items = idle.items
-        for _ in range(min(_REJECTION_TRIES, n)):
-            if is_on(items[pick], now):
-                return idle.pop_at(pick)
-            ctr = self._sel_counter
-            self._sel_counter = ctr + 1
-            pick = (bits(self._sel_key, ctr) * n) >> 64
-        on = [i for i, c in enumerate(items) if is_on(c, now)]
-        if not on:
-            return -1
-        ctr = self._sel_counter
-        self._sel_counter = ctr + 1
-        return idle.pop_at(on[(bits(self._sel_key, ctr) * len(on)) >> 64])
 
     def _schedule_retry(self) -> None:
         """No idle client is available now: try again when the first idle one comes on."""
         if not self._idle.items:
             return
-        now = self._env._now
+        now = self._clock.now
         next_on = self.availability.next_on
         t = min(next_on(c, now) for c in self._idle.items)
         if math.isinf(t):
             return
         if self._retry_at is None or t < self._retry_at:
             self._retry_at = t
-            self._env.at(t, _Due(self._retry_cb, _RETRY, 0))
+            self._clock.at(t, Timer(self._retry_cb, RETRY, 0))
 
     def _refill(self) -> None:
         """End of an instant: fill free slots (async, buffered) or start a round (sync)."""
@@ -494,22 +421,26 @@ class Engine:
         free = self._concurrency - len(self._inflight)
         if free <= 0 or (self._hold_when_blocked and self._buffer and self._inflight):
             return
+        pick = self._selector.pick
+        idle = self._idle
+        now = self._clock.now
         for _ in range(free):
-            client = self._select()
-            if client < 0:
+            client = pick(idle, now)
+            if client is None:
                 self._schedule_retry()
                 return
-            self._dispatch(client)
+            self._dispatch(client, now)
 
     def _start_round(self) -> None:
         if self._inflight:
             return
         dispatched = 0
-        for _ in range(self._concurrency):
-            client = self._select()
-            if client < 0:
+        now = self._clock.now
+        for _ in range(self._selector.round_size(self._concurrency)):
+            client = self._selector.pick(self._idle, now)
+            if client is None:
                 break
-            self._dispatch(client)
+            self._dispatch(client, now)
             dispatched += 1
         if dispatched == 0:
             self._schedule_retry()
@@ -517,11 +448,11 @@ class Engine:
         self._round += 1
         deadline = self.server.round_deadline
         if deadline is not None:
-            env = self._env
-            env.at(env._now + deadline, _Due(self._deadline_cb, _DEADLINE, self._round))
+            clock = self._clock
+            clock.at(clock.now + deadline, Timer(self._deadline_cb, DEADLINE, self._round))
 
-    def _dispatch(self, client: int) -> None:
-        """Start the client's next task from the current version; schedule its one event."""
+    def _dispatch(self, client: ClientId, now: float) -> None:
+        """Start the client's next task from the current version at ``now``; schedule its one event."""
         task = self._next_task
         if task - self._progress_at >= STALL_TASKS and self._sim_time == math.inf:
             raise ScenarioError(
@@ -529,8 +460,6 @@ class Engine:
                 f"no update reached the server in {STALL_TASKS} tasks (all lost to dropout, availability "
                 "or server.round_deadline), so the run can never stop; set stop.sim_time or relax those",
             )
-        env = self._env
-        now = env._now
         k = self._counters[client]
         self._counters[client] = k + 1
         down, comp, up, dropped = self._durations(client, k)
@@ -538,24 +467,24 @@ class Engine:
         version = self._version
         done = now + down + comp
         if dropped:
-            t_event, kind = done, _LOST_DROPOUT
+            t_event, fate = done, LOST_DROPOUT
         else:
-            t_event, kind = done + up, _ARRIVE
+            t_event, fate = done + up, ARRIVE
         if not self._always_on:
             off = self.availability.next_off(client, now)
             if off < t_event:
-                t_event, kind = off, _LOST_OFFLINE
+                t_event, fate = off, LOST_OFFLINE
         # When the result will be needed: never for a task that will be lost, that arrives after
         # its sync round's deadline (a round's tasks all start at its start) or after stop.sim_time.
-        due = t_event if kind == _ARRIVE and t_event <= min(now + self._deadline, self._sim_time) else math.inf
-        self.backend.dispatch(task, client, version, k, due)  # type: ignore[arg-type]
-        self._inflight[task] = (client, k, now, version, down, comp, up, t_event, kind)
+        due = t_event if fate == ARRIVE and t_event <= min(now + self._deadline, self._sim_time) else math.inf
+        self.backend.dispatch(task, client, version, k, as_time(due))
+        self._inflight[task] = new_record(Task, (client, k, now, version, down, comp, up, t_event, fate))
         self._counts["dispatched"] += 1
         if self._wait:
             if not self._base_count:
                 self._min_base = version
             self._base_count[version] = self._base_count.get(version, 0) + 1
-        env.at(t_event, _Due(self._task_cb, _TASK, task))
+        self._clock.at(t_event, Timer(self._task_cb, TASK, task))
 
     def certain_drops(self) -> list[int]:
         """In-flight tasks that will certainly arrive staler than tau_max and be dropped (async
@@ -568,13 +497,13 @@ class Engine:
         extra applied update raises the versions after it by one until the first arrival it tips
         over tau_max, which is then dropped and takes the increment back). So a task found dropped
         here is dropped in the run, and its update need never be computed."""
-        if not (self._drop and self._direct):
+        if not (self.policy.drop and self._direct):
             return []
         tau = self._tau_max
-        v = self._version
+        v: int = self._version
         doomed: list[int] = []
         for _, task, base in sorted(
-            (info[7], task, info[3]) for task, info in self._inflight.items() if info[8] == _ARRIVE
+            (t.event_time, task, t.base) for task, t in self._inflight.items() if t.fate == ARRIVE
         ):
             if v - base > tau:
                 doomed.append(task)
@@ -594,83 +523,122 @@ class Engine:
                 m += 1
             self._min_base = m
 
+    def _oldest_base(self) -> int | None:
+        """Policy wait: the smallest base version among the tasks in flight (None if none)."""
+        return self._min_base if self._base_count else None
+
     # ------------------------------------------------------------------------------------------
     # event handlers
     # ------------------------------------------------------------------------------------------
 
-    def _on_task(self, ev: _Due) -> None:
+    def _on_task(self, ev: Timer) -> None:
+        """async / buffered: a task arrives (or is lost); the policy decides what becomes of it."""
         task = ev.payload
-        info = self._inflight.pop(task, None)
-        if info is None:  # stopped at a sync deadline; the event is moot
+        t = self._inflight.pop(task, None)
+        if t is None:  # cannot happen outside sync rounds; kept as the sync handler's guard
             return
-        client, _, t0, base, down, comp, up, now, kind = info
+        client, _, t0, base, down, comp, up, now, fate = t  # one unpack: the hot path
         self._idle.add(client)
         if self._wait:
             self._release_base(base)
-        version = self._version
         counts = self._counts
-        if kind == _ARRIVE:
+        flops = self._flops
+        if fate == ARRIVE:
             counts["client_updates"] += 1
             self._progress_at = self._next_task
+            version = self._version
             tau = version - base
-            if self._drop and tau > self._tau_max:
+            weight = self._weigh(tau)
+            if weight is None:
                 counts["dropped_stale"] += 1
-                self._events.append(
-                    EventRecord(task, client, t0, now, base, version, tau, "dropped_stale", _NAN, down, comp, up, -1)
-                )
+                self._events.append(event(task, t, flops[client], now, version, tau, "dropped_stale"))
                 self.backend.discard(task)
             elif (
                 self._direct and not self._buffer and (not self._base_count or self._min_base + self._tau_max > version)
             ):
                 # async, nothing waiting, step allowed: apply at once (the common path, kept lean)
-                weight = self._weight(tau)
-                new = version + 1
+                new = as_version(version + 1)
                 try:
-                    self.backend.apply([(task, weight)], new, now)  # type: ignore[arg-type]
+                    self.backend.apply([(task, weight)], new, now)
                 except BaseException:
-                    self._events.append(
-                        EventRecord(task, client, t0, now, base, version, tau, "buffered", _NAN, down, comp, up, -1)
-                    )
+                    self._events.append(event(task, t, flops[client], now, version, tau, "buffered"))
                     raise
-                self._events.append(
-                    EventRecord(task, client, t0, now, base, version, tau, "applied", weight, down, comp, up, new)
-                )
+                self._events.append(event(task, t, flops[client], now, version, tau, "applied", weight, new))
                 self._stepped(new, 1)
-            else:
-                weight = 1.0 if self._sync else self._weight(tau)
+            else:  # into the buffer (as _hold does, inlined); its event row is filled in when applied
                 slot = self._events_drained + len(self._events)
                 self._events.append(None)
-                self._buffer.append((task, client, t0, now, base, version, tau, weight, down, comp, up, slot))
+                w = (task, client, t0, now, base, version, tau, weight, down, comp, up, slot)
+                self._buffer.append(new_record(Waiting, w))
         else:
-            status = _LOSS_STATUS[kind]
-            counts[status] += 1
-            self._events.append(EventRecord(task, client, t0, now, base, version, -1, status, _NAN, down, comp, up, -1))  # type: ignore[arg-type]
-            self.backend.discard(task)
-        if self._sync:
-            if not self._inflight:
-                self._end_round()
-        elif self._buffer and len(self._buffer) >= self._threshold:
-            if not self._wait or not self._base_count or self._min_base + self._tau_max >= self._version + 1:
+            self._lose(task, t)
+        # K waiting updates (policy.buffer_size) make a step, if the policy allows it
+        if self._buffer and len(self._buffer) >= self._k:
+            if not self._wait or self.policy.step_allowed(self._version, self._oldest_base()):
                 self._apply()
         if self._max_updates is not None and counts["client_updates"] >= self._max_updates:
             self._stopping = self._stopping or "client_updates"
         if self._stopping is None:
             self._refill_due = True
 
-    def _on_deadline(self, ev: _Due) -> None:
-        if ev.payload != self._round or not self._inflight:
-            return  # that round already ended
-        now = self._env._now
+    def _on_task_sync(self, ev: Timer) -> None:
+        """sync: a round's task arrives (or is lost); the round ends when none is left in flight."""
+        task = ev.payload
+        t = self._inflight.pop(task, None)
+        if t is None:  # stopped at the round's deadline; the event is moot
+            return
+        self._idle.add(t.client)
+        if t.fate == ARRIVE:
+            self._counts["client_updates"] += 1
+            self._progress_at = self._next_task
+            tau = self._version - t.base
+            self._hold(task, t, self._version, tau, 1.0)  # a round's updates all pulled its start version
+            keep = self._selector.keep(self._concurrency)
+            if keep is not None and len(self._buffer) >= keep and self._inflight:
+                self._cut_round("dropped_overcommit")  # over-commitment: the first K arrivals are kept
+        else:
+            self._lose(task, t)
+        if not self._inflight:
+            self._end_round()
+        self._after_task()
+
+    def _after_task(self) -> None:
+        if self._max_updates is not None and self._counts["client_updates"] >= self._max_updates:
+            self._stopping = self._stopping or "client_updates"
+        if self._stopping is None:
+            self._refill_due = True
+
+    def _hold(self, task: int, t: Task, version: ModelVersion, tau: int, weight: float) -> None:
+        """Put an arrived update in the server buffer; its event row is filled in when applied."""
+        slot = self._events_drained + len(self._events)
+        self._events.append(None)
+        w = (task, t.client, t.dispatch_time, t.event_time, t.base, version, tau, weight, t.download, t.compute, t.upload, slot)
+        self._buffer.append(new_record(Waiting, w))
+
+    def _lose(self, task: int, t: Task) -> None:
+        """A task lost to dropout or availability: recorded, its result discarded."""
+        status = LOSS_STATUS[t.fate]
+        self._counts[status] += 1
+        self._events.append(event(task, t, self._flops[t.client], t.event_time, self._version, -1, status))
+        self.backend.discard(task)
+
+    def _cut_round(self, status: TaskStatus) -> None:
+        """End the current sync round's tasks still in flight with ``status`` (the deadline, or
+        enough arrivals under over-commitment); their clients are idle again."""
+        now = self._clock.now
         version = self._version
         for task in sorted(self._inflight):
-            client, _, t0, base, down, comp, up, _, _ = self._inflight[task]
-            self._events.append(
-                EventRecord(task, client, t0, now, base, version, -1, "dropped_deadline", _NAN, down, comp, up, -1)
-            )
-            self._counts["dropped_deadline"] += 1
+            t = self._inflight[task]
+            self._events.append(event(task, t, self._flops[t.client], now, version, -1, status))
+            self._counts[status] += 1
             self.backend.discard(task)
-            self._idle.add(client)
+            self._idle.add(t.client)
         self._inflight.clear()
+
+    def _on_deadline(self, ev: Timer) -> None:
+        if ev.payload != self._round or not self._inflight:
+            return  # that round already ended
+        self._cut_round("dropped_deadline")
         self._end_round()
         if self._stopping is None:
             self._refill_due = True
@@ -679,14 +647,14 @@ class Engine:
         if self._buffer:
             self._apply()
 
-    def _on_eval(self, ev: _Due) -> None:
+    def _on_eval(self, ev: Timer) -> None:
         self._evaluate()
         k = ev.payload + 1
         assert self._eval_time is not None
-        self._env.at(k * self._eval_time, _Due(self._eval_cb, _EVAL, k))
+        self._clock.at(k * self._eval_time, Timer(self._eval_cb, EVAL, k))
 
-    def _on_retry(self, ev: _Due) -> None:
-        if self._retry_at is not None and self._env._now >= self._retry_at:
+    def _on_retry(self, ev: Timer) -> None:
+        if self._retry_at is not None and self._clock.now >= self._retry_at:
             self._retry_at = None
         if self._stopping is None:
             self._refill_due = True
@@ -699,19 +667,21 @@ class Engine:
         """One server step with every update in the buffer."""
         buffer = self._buffer
         self._buffer = []
-        new = self._version + 1
+        new = as_version(self._version + 1)
         try:
-            self.backend.apply([(b[0], b[7]) for b in buffer], new, self._env._now)  # type: ignore[arg-type]
+            self.backend.apply([(w.task, w.weight) for w in buffer], new, SimTime(self._clock.now))
         except BaseException:
             self._buffer = buffer  # the records so far show these as buffered
             raise
         events = self._events
         off = self._events_drained
-        for task, client, t0, arr, base, sv, tau, w, down, comp, up, slot in buffer:
-            events[slot - off] = EventRecord(task, client, t0, arr, base, sv, tau, "applied", w, down, comp, up, new)
+        flops = self._flops
+        for w in buffer:
+            task, client, _, arrival, _, version, tau, weight, _, _, _, slot = w
+            events[slot - off] = event(task, w, flops[client], arrival, version, tau, "applied", weight, new)
         self._stepped(new, len(buffer))
 
-    def _stepped(self, new: int, applied: int) -> None:
+    def _stepped(self, new: ModelVersion, applied: int) -> None:
         """Bookkeeping after a server step that produced version ``new`` from ``applied`` updates."""
         self._version = new
         counts = self._counts
@@ -723,37 +693,35 @@ class Engine:
             self._stopping = self._stopping or "server_steps"
 
     def _evaluate(self) -> None:
-        now = float(self._env._now) if not self._finished else self._end_time
+        now = float(self._clock.now) if not self._finished else self._end_time
         key = (now, self._version)
         if self._last_eval == key:
             return
         self._last_eval = key
         updates = self._counts["client_updates"]
-        for name, value in self.backend.evaluate(self._version, now).items():  # type: ignore[arg-type]
+        for name, value in self.backend.evaluate(self._version, SimTime(now)).items():
             self._metrics.append(MetricRecord(now, self._version, updates, name, float(value)))
 
     def _waiting_record(self, index: int) -> EventRecord:
         slot = index + self._events_drained
-        for task, client, t0, arr, base, sv, tau, _, down, comp, up, s in self._buffer:
-            if s == slot:
-                return EventRecord(task, client, t0, arr, base, sv, tau, "buffered", _NAN, down, comp, up, -1)
+        for w in self._buffer:
+            if w.slot == slot:
+                return event(w.task, w, self._flops[w.client], w.arrival, w.version, w.staleness, "buffered")
         raise AssertionError(f"no buffered update for event slot {slot}")
 
     def _finish(self) -> None:
         """Record what is still waiting or running, discard it, evaluate at the end."""
-        self._end_time = self._sim_time if self._stopping == "sim_time" else float(self._env._now)
+        self._end_time = self._sim_time if self._stopping == "sim_time" else float(self._clock.now)
         off = self._events_drained
-        for b in self._buffer:
-            self._events[b[11] - off] = self._waiting_record(b[11] - off)
+        for w in self._buffer:
+            self._events[w.slot - off] = self._waiting_record(w.slot - off)
             self._counts["buffered"] += 1
-            self.backend.discard(b[0])
+            self.backend.discard(w.task)
         self._buffer = []
         version = self._version
         for task in sorted(self._inflight):
-            client, _, t0, base, down, comp, up, _, _ = self._inflight[task]
-            self._events.append(
-                EventRecord(task, client, t0, _NAN, base, version, -1, "in_flight", _NAN, down, comp, up, -1)
-            )
+            t = self._inflight[task]
+            self._events.append(event(task, t, self._flops[t.client], NAN, version, -1, "in_flight"))
             self._counts["in_flight"] += 1
             self.backend.discard(task)
         self._inflight.clear()
@@ -762,46 +730,13 @@ class Engine:
         self._evaluate()
 
     # ------------------------------------------------------------------------------------------
-    # checkpoint / resume
+    # checkpoint / resume (asyncfl.sim.snapshot)
     # ------------------------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
         """The whole engine state as JSON-serialisable plain data (valid between events: in
         ``on_step`` or after :meth:`run` returned). NaN and inf are written as null."""
-        pending = []
-        for t, ev in self._env.pending():
-            assert isinstance(ev, _Due)
-            pending.append([t, ev.kind, ev.payload])
-        return {
-            "format": SNAPSHOT_FORMAT,
-            "mode": self.server.mode,
-            "num_clients": self.num_clients,
-            "now": float(self._env.now),
-            "version": self._version,
-            "next_task": self._next_task,
-            "selection_counter": self._sel_counter,
-            "client_counters": list(self._counters),
-            "idle": list(self._idle.items),
-            "inflight": [[task, *info] for task, info in sorted(self._inflight.items())],
-            "pending": pending,
-            "buffer": [list(b) for b in self._buffer],
-            "counts": dict(self._counts),
-            "round": self._round,
-            "retry_at": self._retry_at,
-            "refill_due": self._refill_due,
-            "progress_at": self._progress_at,
-            "started": self._started,
-            "stopping": self._stopping,
-            "finished": self._finished,
-            "end_time": self._end_time,
-            "last_eval": None if self._last_eval is None else list(self._last_eval),
-            "events_drained": self._events_drained,
-            "metrics_drained": self._metrics_drained,
-            "events": [_enc_event(r) for r in self._events],
-            "metrics": [
-                [m.sim_time, m.server_version, m.client_updates, m.metric, _enc(m.value)] for m in self._metrics
-            ],
-        }
+        return snap.dump(self)
 
     @classmethod
     def restore(
@@ -815,81 +750,21 @@ class Engine:
         availability: Availability,
         backend: Backend,
         seed: int,
-        weight_fn: WeightFn | None = None,
+        policy: ServerPolicy | None = None,
         on_step: Callable[[Engine], None] | None = None,
+        train_sizes: npt.ArrayLike | None = None,
     ) -> Engine:
         """An engine in the state of ``snapshot`` (from :meth:`snapshot`, built with the same
         scenario); its :meth:`run` continues exactly as the original would have. The backend must
         be restored separately (its pinned versions, model)."""
-        if snapshot.get("format") != SNAPSHOT_FORMAT:
-            raise ValueError(f"unknown engine snapshot format {snapshot.get('format')!r}")
-        engine = cls(server, stop, eval_cfg, num_clients, system, availability, backend, seed, weight_fn, on_step)
+        snap.check(snapshot)
+        engine = cls(
+            server, stop, eval_cfg, num_clients, system, availability, backend, seed, policy, on_step, train_sizes
+        )
         if snapshot["num_clients"] != engine.num_clients or snapshot["mode"] != server.mode:
             raise ValueError("engine snapshot does not match the scenario (clients.count or server.mode)")
-        engine._load(snapshot)
+        snap.load(engine, snapshot)
         return engine
-
-    def _load(self, s: dict[str, Any]) -> None:
-        env = _Clock(initial_time=float(s["now"]))
-        self._env = env
-        self._version = int(s["version"])
-        self._next_task = int(s["next_task"])
-        self._sel_counter = int(s["selection_counter"])
-        self._counters = [int(c) for c in s["client_counters"]]
-        self._idle = IdleSet(self.num_clients, s["idle"])
-        self._inflight = {}
-        for row in s["inflight"]:
-            task, client, k, t0, base, down, comp, up, t_event, kind = row
-            self._inflight[int(task)] = (
-                client,
-                k,
-                float(t0),
-                base,
-                float(down),
-                float(comp),
-                float(up),
-                float(t_event),
-                kind,
-            )
-        self._base_count = {}
-        if self._wait:
-            for info in self._inflight.values():
-                self._base_count[info[3]] = self._base_count.get(info[3], 0) + 1
-            self._min_base = min(self._base_count) if self._base_count else 0
-        handlers = {_TASK: self._task_cb, _EVAL: self._eval_cb, _DEADLINE: self._deadline_cb, _RETRY: self._retry_cb}
-        for t, kind, payload in s["pending"]:
-            env.at(float(t), _Due(handlers[int(kind)], int(kind), int(payload)))
-        self._buffer = [
-            (
-                b[0],
-                b[1],
-                float(b[2]),
-                float(b[3]),
-                b[4],
-                b[5],
-                b[6],
-                float(b[7]),
-                float(b[8]),
-                float(b[9]),
-                float(b[10]),
-                b[11],
-            )
-            for b in s["buffer"]
-        ]
-        self._counts = {k: int(s["counts"].get(k, 0)) for k in COUNT_KEYS}
-        self._round = int(s["round"])
-        self._retry_at = None if s["retry_at"] is None else float(s["retry_at"])
-        self._refill_due = bool(s["refill_due"])
-        self._progress_at = int(s["progress_at"])
-        self._started = bool(s["started"])
-        self._stopping = s["stopping"]
-        self._finished = bool(s["finished"])
-        self._end_time = float(s["end_time"])
-        self._last_eval = None if s["last_eval"] is None else (float(s["last_eval"][0]), int(s["last_eval"][1]))
-        self._events_drained = int(s["events_drained"])
-        self._metrics_drained = int(s["metrics_drained"])
-        self._events = [_dec_event(v) for v in s["events"]]
-        self._metrics = [MetricRecord(float(t), int(v), int(u), str(m), _dec(x)) for t, v, u, m, x in s["metrics"]]
 
 
 def build_system(
@@ -902,7 +777,7 @@ def build_system(
     """The system model (task work and model size from the backend; ``task_flops``: FLOPs per task
     per client, counted by the runner) and availability of a scenario."""
     n = scenario.clients.count
-    work = np.array([backend.task_work(c) for c in range(n)], dtype=np.float64)  # type: ignore[arg-type]
+    work = np.array([backend.task_work(ClientId(c)) for c in range(n)], dtype=np.float64)
     system = SystemModel(
         scenario.system, n, scenario.seed, work, backend.model_bytes, speed_multiplier, base_dir, task_flops
     )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
+
+from asyncfl.types import ClientId
 
 
 class IdleSet:
@@ -13,7 +16,7 @@ class IdleSet:
     __slots__ = ("items", "pos")
 
     def __init__(self, num_clients: int, items: Iterable[int] | None = None) -> None:
-        self.items: list[int] = list(range(num_clients)) if items is None else list(items)
+        self.items = cast(list[ClientId], list(range(num_clients)) if items is None else list(items))
         self.pos: list[int] = [-1] * num_clients
         for i, c in enumerate(self.items):
             self.pos[c] = i
@@ -24,12 +27,12 @@ class IdleSet:
     def __contains__(self, client: int) -> bool:
         return self.pos[client] >= 0
 
-    def add(self, client: int) -> None:
+    def add(self, client: ClientId) -> None:
         """Append ``client`` (which must not be in the set)."""
         self.pos[client] = len(self.items)
         self.items.append(client)
 
-    def pop_at(self, index: int) -> int:
+    def pop_at(self, index: int) -> ClientId:
         """Remove and return the client at ``index``."""
         items = self.items
         client = items[index]
@@ -40,7 +43,7 @@ class IdleSet:
         self.pos[client] = -1
         return client
 
-    def remove(self, client: int) -> None:
+    def remove(self, client: ClientId) -> None:
         self.pop_at(self.pos[client])
 
 

@@ -11,6 +11,7 @@ TaskStatus = Literal[
     "dropped_offline",  # its client went offline before the upload finished
     "dropped_dropout",  # lost to the per-task dropout probability (client crashed before upload)
     "dropped_deadline",  # sync round: arrived after server.round_deadline
+    "dropped_overcommit",  # sync round with over-commitment: the round already had its first K arrivals
     "in_flight",  # still running when the run stopped
     "buffered",  # arrived, but still waiting in the server buffer when the run stopped
 ]
@@ -39,8 +40,7 @@ class EventRecord(NamedTuple):
     arrival; ``staleness`` = server_version - base_version (-1 if it never arrived); ``weight``:
     s(staleness) used (NaN unless applied); ``applied_version``: the version its step produced
     (-1 unless applied); ``flops``: floating-point operations of the task's computation (the
-    system model's per-client task FLOPs; NaN where unknown). The engine builds records without
-    it and fills it in as records leave the engine (drain_records / result)."""
+    system model's per-client task FLOPs; NaN where unknown)."""
 
     task: int
     client: int
@@ -58,6 +58,21 @@ class EventRecord(NamedTuple):
     flops: float = math.nan
 
 
+COUNT_KEYS = (  # the engine's totals: tasks dispatched, updates received, steps, and per status
+    "dispatched",
+    "client_updates",
+    "server_steps",
+    "applied",
+    "dropped_stale",
+    "dropped_offline",
+    "dropped_dropout",
+    "dropped_deadline",
+    "dropped_overcommit",
+    "buffered",
+    "in_flight",
+)
+
+
 METRIC_COLUMNS = ("sim_time", "server_version", "client_updates", "metric", "value")
 
 
@@ -71,4 +86,4 @@ class MetricRecord(NamedTuple):
     value: float
 
 
-__all__ = ["EVENT_COLUMNS", "METRIC_COLUMNS", "EventRecord", "MetricRecord", "TaskStatus"]
+__all__ = ["COUNT_KEYS", "EVENT_COLUMNS", "METRIC_COLUMNS", "EventRecord", "MetricRecord", "TaskStatus"]

@@ -1,4 +1,4 @@
-"""Staleness weights s(tau), in pure Python.
+"""Staleness weights s(tau), in pure Python, one function and one registry line each.
 
 The server multiplies an update of staleness tau by s(tau) in (0, 1]; each weight is a function of
 that update's own tau only (never a product accumulated over updates). tau = V - b: server steps
@@ -17,19 +17,35 @@ FedAsync's counting the hinge's b is one larger, and its polynomial would read (
 In float64, exp(-a tau) underflows to 0 once a tau exceeds ~745: such an update is applied with
 weight 0 (a server step that leaves the model where it was, as the formula says to rounding).
 Bound tau (``server.max_staleness``) to drop such updates instead.
+
+Adding a weight: its config class in :mod:`asyncfl.config.schema` (a member of ``StalenessWeight``)
+and here one function registered under the same ``name``. A schema member without a registered
+function (or the reverse) fails when this module is imported, never silently at run time.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any, get_args
 
-from asyncfl.config.schema import ConstantWeight, ExponentialWeight, HingeWeight, PolynomialWeight
+from asyncfl.config.schema import (
+    ConstantWeight,
+    ExponentialWeight,
+    HingeWeight,
+    PolynomialWeight,
+    StalenessWeight,
+)
+from asyncfl.registry import Registry
 
 WeightFn = Callable[[int], float]
 
+WEIGHTS: Registry[Callable[[Any], WeightFn]] = Registry("staleness weight", "server.staleness_weight.name")
+"""name -> (its config -> s(tau))."""
 
-def constant() -> WeightFn:
+
+@WEIGHTS.register("constant")
+def constant(cfg: ConstantWeight | None = None) -> WeightFn:
     return lambda tau: 1.0
 
 
@@ -45,15 +61,31 @@ def exponential(a: float) -> WeightFn:
     return lambda tau: math.exp(-a * tau)
 
 
+WEIGHTS.add("polynomial", lambda cfg: polynomial(cfg.a))
+WEIGHTS.add("hinge", lambda cfg: hinge(cfg.a, cfg.b))
+WEIGHTS.add("exponential", lambda cfg: exponential(cfg.a))
+
+
 def weight_fn(cfg: ConstantWeight | PolynomialWeight | HingeWeight | ExponentialWeight) -> WeightFn:
-    """s(tau) for a ``server.staleness_weight`` config."""
-    if isinstance(cfg, PolynomialWeight):
-        return polynomial(cfg.a)
-    if isinstance(cfg, HingeWeight):
-        return hinge(cfg.a, cfg.b)
-    if isinstance(cfg, ExponentialWeight):
-        return exponential(cfg.a)
-    return constant()
+    """s(tau) for a ``server.staleness_weight`` config (looked up by its ``name``)."""
+    return WEIGHTS.get(cfg.name)(cfg)
 
 
-__all__ = ["WeightFn", "constant", "exponential", "hinge", "polynomial", "weight_fn"]
+def schema_names() -> set[str]:
+    """The weight names the scenario schema accepts (the tags of ``StalenessWeight``)."""
+    union = get_args(StalenessWeight)[0]
+    return {get_args(m.model_fields["name"].annotation)[0] for m in get_args(union)}
+
+
+def _check_complete() -> None:
+    schema, registered = schema_names(), set(WEIGHTS.names())
+    if schema != registered:
+        raise ImportError(
+            f"staleness weights in the schema {sorted(schema)} differ from those registered in "
+            f"asyncfl.sim.staleness {sorted(registered)}: add the missing function or schema class"
+        )
+
+
+_check_complete()
+
+__all__ = ["WEIGHTS", "WeightFn", "constant", "exponential", "hinge", "polynomial", "schema_names", "weight_fn"]
