@@ -5,7 +5,7 @@
 is concurrency - 1 = 9 under every strategy (each update sees, on average, the other 9 in flight
 applied before it). A second figure, selection_overcommit.png, compares sync rounds with and
 without FedScale's over-commitment. Run from the repository
-root: ``PYTHONPATH=. python docs/figures/selection_study.py`` writes docs/figures/selection_study.png.
+root: ``python analysis/selection_study.py`` writes docs/figures/selection_study.png and selection_overcommit.png.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def main() -> None:
         f"{UPDATES} updates, seed {SEED}"
     )
     fig.tight_layout()
-    out = Path(__file__).with_name("selection_study.png")
+    out = Path(__file__).resolve().parents[1] / "docs" / "figures" / "selection_study.png"
     fig.savefig(out, dpi=110)
     print(out)
     overcommit(sizes)
@@ -133,7 +133,7 @@ def overcommit(sizes: np.ndarray) -> None:
     axes[1, 0].set_ylabel("rounds")
     fig.suptitle(f"Sync rounds of 10 from {N} clients (lognormal speeds, sigma 1), {rounds} rounds, seed {SEED}")
     fig.tight_layout()
-    out = Path(__file__).with_name("selection_overcommit.png")
+    out = Path(__file__).resolve().parents[1] / "docs" / "figures" / "selection_overcommit.png"
     fig.savefig(out, dpi=110)
     print(out)
 
