@@ -46,6 +46,20 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "asyncfl", *args]
 
 
+def _started_mid_run(out: Path, scen: Path) -> subprocess.Popen[str]:
+    """A run of ``scen`` into ``out`` that has certainly started its engine and is not near its
+    end: its first checkpoint (after 25 of 300 server steps) is on disk. Waiting a fixed second
+    instead raced the run's own speed (a fast machine finished first; SIGINT then hit the
+    interpreter's shutdown)."""
+    proc = subprocess.Popen(_cli("run", str(scen), "--out", str(out), "--quiet", "--checkpoint-every", "25"),
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint" / "latest.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before its first checkpoint"
+    return proc
+
+
 def _same_outputs(a: Path, b: Path) -> None:
     for name in ("metrics.csv", "events.csv"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
@@ -83,10 +97,7 @@ def test_sigterm_writes_interrupted_and_resumes(tmp_path: Path, tiny: dict[str, 
     scen = _long_scenario(tmp_path, tiny)
     ref, out = tmp_path / "ref", tmp_path / "term"
     subprocess.run(_cli("run", str(scen), "--out", str(ref), "--quiet"), check=True)
-    proc = subprocess.Popen(_cli("run", str(scen), "--out", str(out), "--quiet"), stderr=subprocess.PIPE, text=True)
-    while not (out / "scenario.yaml").exists() and proc.poll() is None:
-        time.sleep(0.02)
-    time.sleep(1.0)
+    proc = _started_mid_run(out, scen)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
@@ -142,10 +153,7 @@ def test_sigkill_with_cancelled_tasks_in_the_checkpoint_resumes_byte_identical(
 def test_sigint_exits_130(tmp_path: Path, tiny: dict[str, Any]) -> None:
     scen = _long_scenario(tmp_path, tiny)
     out = tmp_path / "int"
-    proc = subprocess.Popen(_cli("run", str(scen), "--out", str(out), "--quiet"), stderr=subprocess.PIPE, text=True)
-    while not (out / "scenario.yaml").exists() and proc.poll() is None:
-        time.sleep(0.02)
-    time.sleep(1.0)
+    proc = _started_mid_run(out, scen)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
