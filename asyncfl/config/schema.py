@@ -578,15 +578,29 @@ class StopConfig(Strict):
 class EvalConfig(Strict):
     """Evaluate every ``every_steps`` server steps and/or every ``every_time`` simulated seconds,
     plus at the start and end. ``clients``: a seeded sample of clients to personalise and score
-    (null = all). ``adapt_steps``: SGD steps of step alpha (MAML family) or the baselines' lr for
-    personalised scores of non-Moreau algorithms. ``grad_norm``: compute grad_norm_sq (exact
-    autograd on full training data)."""
+    (null = all). ``adapt_steps`` gradient steps of step ``adapt_lr`` personalise the server model
+    before scoring (MAML family and the non-personalized baselines' fine-tuning; pFedMe solves
+    theta_i(w) instead). ``grad_norm``: compute grad_norm_sq (exact autograd on full training
+    data)."""
 
     every_steps: PositiveInt | None = 10
+    """Evaluate every this many server steps (null: not by steps)."""
     every_time: PositiveFloat | None = None
+    """Evaluate every this many simulated seconds (null: not by time)."""
     clients: PositiveInt | None = None
+    """Clients personalised and scored at each evaluation: a seeded sample of this size (null: all)."""
     adapt_steps: NonNegInt = 1
+    """Full-batch gradient steps on a client's training data that personalise the model before
+    it is scored (0 scores the raw model). Ignored by pFedMe (its theta_i(w) is solved)."""
+    adapt_lr: PositiveFloat | None = None
+    """Step size of the evaluation's personalising gradient steps (Per-FedAvg's alpha, the
+    fine-tuning step of FedAvg/FedAsync/FedBuff/local). null resolves to the algorithm's own: alpha
+    for per_fedavg, the client lr (algorithm.lr) otherwise; it stays null for pfedme, whose
+    personal model theta_i(w) has no step. Set one value across algorithms to compare their
+    personalized accuracies at the same adaptation step. Only the scoring uses it: grad_norm_sq
+    keeps the algorithm's alpha."""
     grad_norm: bool = True
+    """Compute grad_norm_sq = ||grad F(w)||^2 of the paper's objective at each evaluation."""
 
 
 class ExecutionConfig(Strict):
@@ -652,6 +666,12 @@ class Scenario(Strict):
             raise ValueError("data.dataset quadratic needs model.name quadratic")
         if self.model.name == "quadratic" and self.data.dataset != "quadratic":
             raise ValueError("model.name quadratic needs data.dataset quadratic")
+        if self.eval.adapt_lr is None and self.algorithm.name != "pfedme":
+            # Resolve the evaluation's adaptation step so the resolved scenario records it.
+            alg = self.algorithm
+            lr = alg.alpha if isinstance(alg, PerFedAvgConfig) else getattr(alg, "lr", None)
+            if lr is not None and lr > 0:
+                object.__setattr__(self, "eval", self.eval.model_copy(update={"adapt_lr": float(lr)}))
         return self
 
 
