@@ -294,7 +294,8 @@ class DirichletPartition(Strict):
 
 
 class ClassesPerClientPartition(Strict):
-    """Each client holds exactly ``k`` labels (the label skew of Per-FedAvg and pFedMe).
+    """Each client holds exactly ``k`` labels (k = 2: pFedMe's MNIST split, Dinh et al. 2020;
+    Per-FedAvg's paper splits 50 users by class halves instead).
 
     ``assignment``: ``blocks`` deals labels in consecutive blocks of k (client i: labels i k ..
     i k + k - 1 of a seeded permutation, mod K: with k = 2 and 10 labels, 5 disjoint pairs);
