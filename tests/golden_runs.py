@@ -33,6 +33,7 @@ GOLDEN_SCENARIOS = (
     "delay_scale",
     "persafl_staleness",
     "persafl_staleness_heavytail",
+    "persafl_staleness_wait",
     "pfedme_synthetic",
     "quickstart",
     "study_personalization_synthetic",

@@ -16,7 +16,12 @@ from torch import Tensor, nn
 
 from asyncfl.algorithms import FedAvg, PerFedAvg, PFedMe, evaluate, evaluate_client_models, personalized_models
 from asyncfl.algorithms.base import ClientRule
-from asyncfl.algorithms.evaluation import METRICS_CLASSIFICATION, METRICS_REGRESSION, gather_padded
+from asyncfl.algorithms.evaluation import (
+    METRICS_CLASSIFICATION,
+    METRICS_REGRESSION,
+    gather_padded,
+    majority_accuracy,
+)
 from asyncfl.data.base import FederatedData, layout
 from asyncfl.models.base import FlatModel
 
@@ -284,3 +289,72 @@ def test_gather_padded_is_one_gather_with_a_mask() -> None:
     assert ys[0].tolist() == [3, 4, 5, 6, 7]
     assert m.tolist() == [[1, 1, 1, 1, 1], [0, 0, 0, 0, 0], [1, 1, 0, 0, 0]]
     assert ys[2, :2].tolist() == [8, 9]
+
+
+# ------------------------------------------------------------------------------------------------
+# eval.adapt_lr and the majority_accuracy reference
+# ------------------------------------------------------------------------------------------------
+
+
+def test_adapt_lr_sets_the_personalization_step_but_not_grad_f() -> None:
+    """maml: theta_i = w - eta A_i (w - c_i) with eta = adapt_lr, while grad_norm_sq keeps the
+    rule's alpha (F_i(w) = f_i(w - alpha grad f_i(w)) is the paper's objective); none family:
+    fine-tuning with step adapt_lr instead of lr; moreau: adapt_lr changes nothing."""
+    fx = QuadFixture(seed=50)
+    alpha, eta = 0.15, 0.05
+    rule = PerFedAvg(variant="hf", alpha=alpha, beta=0.1, delta=1e-3, local_steps=1, batch_size=None)
+    w = torch.tensor([0.3, -1.0, 0.7], dtype=D64)
+    out = evaluate(fx.model, rule, fx.data, w, None, 1, True, None, adapt_lr=eta)
+    thetas = [w - eta * A @ (w - c) for A, c, _, _ in fx.train]
+    ploss = np.mean([qval(At, ct, th) for (At, ct, _, _), th in zip(fx.test, thetas, strict=True)])
+    grad_f = torch.stack([maml_grad(A, c, w, alpha) for A, c, _, _ in fx.train]).mean(0)
+    assert out["personalized_loss"] == pytest.approx(ploss, rel=1e-12)
+    assert out["grad_norm_sq"] == pytest.approx(float(grad_f @ grad_f), rel=1e-10)
+    assert torch.allclose(
+        personalized_models(fx.model, rule, fx.data, w, None, 1, adapt_lr=eta), torch.stack(thetas), atol=1e-12
+    )
+
+    fedavg = FedAvg(lr=0.2, local_steps=3, batch_size=None)
+    out_f = evaluate(fx.model, fedavg, fx.data, w, None, 1, False, None, adapt_lr=eta)
+    assert out_f["personalized_loss"] == pytest.approx(ploss, rel=1e-12)  # same step, same thetas
+
+    pf = PFedMe(lam=1.0, inner_steps=5, personal_lr=0.01, eta=0.05, local_rounds=1, batch_size=None)
+    a = evaluate(fx.model, pf, fx.data, w, None, 1, True, None)
+    b = evaluate(fx.model, pf, fx.data, w, None, 1, True, None, adapt_lr=eta)
+    assert a == b
+    with pytest.raises(ValueError, match="adapt_lr"):
+        evaluate(fx.model, rule, fx.data, w, None, 1, False, None, adapt_lr=0.0)
+
+
+def test_majority_accuracy_by_hand() -> None:
+    """Client 0: train labels 0,0,1 -> predicts 0; test 0,1,0,2 -> 2 hits of 4. Client 1: train
+    1,2,2,1 (tie) -> smallest label 1; test 1,2 -> 1 of 2. Client 2: no training data -> label 0;
+    test 0,0,1 -> 2 of 3. Client 3: train 2, no test data (adds nothing). Pooled: (2 + 1 + 2) / 9,
+    the same test-size weighting as personalized_accuracy; a subset pools only its clients."""
+
+    def xs(labels: list[int]) -> tuple[Tensor, Tensor]:
+        return torch.zeros(len(labels), 2), torch.tensor(labels, dtype=torch.int64)
+
+    train = [xs([0, 0, 1]), xs([1, 2, 2, 1]), xs([]), xs([2])]
+    test = [xs([0, 1, 0, 2]), xs([1, 2]), xs([0, 0, 1]), xs([])]
+    data = federated(train, test, xs([0, 1]), "classification", 3)
+    assert majority_accuracy(data) == pytest.approx(5 / 9)
+    assert majority_accuracy(data, [1, 2]) == pytest.approx(3 / 5)
+    assert majority_accuracy(data, [3]) != majority_accuracy(data, [3])  # nan: no test samples
+
+
+def test_majority_accuracy_is_reported_and_constant_in_w() -> None:
+    fm, data, w = classification_fixture(2)
+    a = evaluate(fm, RULES["fedavg"], data, w, None, 1, False, None)
+    b = evaluate(fm, RULES["per_fedavg"], data, w * 3.0 + 1.0, [0, 1, 3], 1, False, None)
+    assert a["majority_accuracy"] == pytest.approx(majority_accuracy(data))
+    assert b["majority_accuracy"] == pytest.approx(majority_accuracy(data, [0, 1, 3]))
+    # by hand for the subset: per client, hits of the majority training label on its test labels
+    hits = total = 0
+    for i in (0, 1, 3):
+        ytr = data.client_train(i)[1].numpy()
+        yte = data.client_test(i)[1].numpy()
+        major = int(np.bincount(ytr, minlength=3).argmax())
+        hits += int((yte == major).sum())
+        total += len(yte)
+    assert b["majority_accuracy"] == pytest.approx(hits / total)

@@ -78,6 +78,7 @@ class GDConfig(AlgorithmBase):
 
 class GD(GDConfig, Rule):
     server_rule: ClassVar[ServerRule] = "delta"
+    personal_step: ClassVar[str | None] = "lr"  # eval.adapt_lr replaces lr when scoring
 
     @property
     def steps(self) -> int:

@@ -57,6 +57,7 @@ class ScaledAvgConfig(SGDHyper):
 
 class ScaledAvg(LocalSGD, ScaledAvgConfig):
     server_rule: ClassVar[ServerRule] = "delta"
+    personal_step: ClassVar[str | None] = "lr"
 
     def client_update(self, loss, w: Tensor, batches: Batches) -> Tensor:
         check_batches(batches, self.steps, self.draws_per_step)

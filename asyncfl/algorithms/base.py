@@ -40,9 +40,13 @@ class ClientRule(Protocol):
     """What the executor and evaluator need from an algorithm.
 
     ``server_rule``: ``delta`` (x += sum c_k delta_k), ``mixing`` (FedAsync: x += sum c_k
-    (x_client_k - x)), ``none`` (local training, no shared model)."""
+    (x_client_k - x)), ``none`` (local training, no shared model). ``personal_step``: the field
+    holding the step of :meth:`personalize`'s gradient steps (``alpha`` for the MAML family, ``lr``
+    for fine-tuning the non-personalized rules), or None where personalization has no step (pFedMe
+    solves theta_i(w)); ``eval.adapt_lr`` overrides that field for scoring only."""
 
     server_rule: ClassVar[ServerRule]
+    personal_step: ClassVar[str | None]
 
     @property
     def steps(self) -> int:

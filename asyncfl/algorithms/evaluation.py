@@ -4,10 +4,13 @@ At an evaluation every scored client i personalizes the server model w on its TR
 the rule's family (PersA-FL, Toghani, Lee, Uribe 2022, Sec. 5; Per-FedAvg, Fallah et al. 2020;
 pFedMe, Dinh et al. 2020):
 
-- maml (Per-FedAvg): ``adapt_steps`` full-batch gradient steps of step alpha;
-- moreau (pFedMe): theta_i(w) = argmin_theta f_i(theta) + lambda/2 ||theta - w||^2, solved accurately;
-- none (FedAvg, FedAsync, FedBuff, local): ``adapt_steps`` full-batch gradient steps of the
-  algorithm's lr, i.e. fine-tuning (Jiang et al. 2019); 0 steps scores the raw model,
+- maml (Per-FedAvg): ``adapt_steps`` full-batch gradient steps of step ``adapt_lr`` (default
+  alpha, the step F_i(w) = f_i(w - alpha grad f_i(w)) assumes);
+- moreau (pFedMe): theta_i(w) = argmin_theta f_i(theta) + lambda/2 ||theta - w||^2, solved accurately
+  (``adapt_steps`` and ``adapt_lr`` do not apply);
+- none (FedAvg, FedAsync, FedBuff, local): ``adapt_steps`` full-batch gradient steps of step
+  ``adapt_lr`` (default the algorithm's client lr), i.e. fine-tuning (Jiang et al. 2019); 0 steps
+  scores the raw model,
 
 and is then scored on its own test data. Metrics (fixed names; losses in the model's loss units,
 accuracies as fractions in [0, 1]):
@@ -16,6 +19,11 @@ accuracies as fractions in [0, 1]):
   the scored clients (the test-size weighted mean, i.e. pooled over all scored test samples);
 - ``personalized_accuracy_p10`` / ``_p50`` / ``_p90``: percentiles (linear interpolation) of the
   per-client accuracies across scored clients holding test data;
+- ``majority_accuracy``: the no-collaboration reference: each scored client predicts its majority
+  TRAINING label (ties: the smallest label; no training data: label 0) for all its test samples,
+  averaged exactly as ``personalized_accuracy`` is (test-size weighted over the scored clients). It
+  does not depend on w, so it is the same at every evaluation; a personalized accuracy at or below
+  it has learned nothing a client could not get alone by counting its labels;
 - ``global_loss``, ``global_accuracy``: the raw server model w on ``data.global_x / global_y``;
 - ``grad_norm_sq``: ||grad F(w)||^2, F = (1/n) sum_{i=1}^n F_i the UNIFORM mean over ALL n clients
   (whatever subset is scored), with F_i the family's objective on the client's full training data
@@ -51,6 +59,7 @@ METRICS_CLASSIFICATION: tuple[str, ...] = (
     "personalized_accuracy_p10",
     "personalized_accuracy_p50",
     "personalized_accuracy_p90",
+    "majority_accuracy",
     "global_accuracy",
     "global_loss",
     "grad_norm_sq",
@@ -124,15 +133,18 @@ def personalized_models(
     clients: Sequence[int] | None,
     adapt_steps: int,
     chunk: int | None = None,
+    adapt_lr: float | None = None,
 ) -> Tensor:
     """The personalized models [C, P] of ``clients`` (None = all) from server model ``w`` [P] (or
-    per-client models [num_clients, P]), each from the client's TRAINING data only."""
+    per-client models [num_clients, P]), each from the client's TRAINING data only; ``adapt_lr`` as
+    in :func:`evaluate`."""
     idx = _client_index(data, clients)
     per_client = _per_client_w(w, data)
     loss = model.loss
+    personal = personalizing_rule(rule, adapt_lr)
 
     def one(wc: Tensor, x: Tensor, y: Tensor, m: Tensor) -> Tensor:
-        return rule.personalize(loss, wc, x, y, m, adapt_steps)
+        return personal.personalize(loss, wc, x, y, m, adapt_steps)
 
     fn = vmap(one, in_dims=(0 if per_client else None, 0, 0, 0))
     out = []
@@ -142,6 +154,43 @@ def personalized_models(
             wc = w[torch.as_tensor(part, device=w.device)] if per_client else w
             out.append(fn(wc, *_train_chunk(data, part, w.dtype)))
     return torch.cat(out)
+
+
+def personalizing_rule(rule: ClientRule, adapt_lr: float | None) -> ClientRule:
+    """``rule`` with its personalization step set to ``adapt_lr`` (None: unchanged): alpha for the
+    maml family, lr for the none family; the moreau family solves theta_i(w) and has no step.
+    Only :meth:`ClientRule.personalize` uses the result; grad F_i keeps the rule's own alpha."""
+    field = rule.personal_step
+    if adapt_lr is None or field is None:
+        return rule
+    if not adapt_lr > 0 or not np.isfinite(adapt_lr):
+        raise ValueError(f"adapt_lr must be a positive finite number, got {adapt_lr}")
+    if not hasattr(rule, "model_copy") or not hasattr(rule, field):
+        raise ValueError(f"rule {type(rule).__name__} has no {field} to set adapt_lr on")
+    return rule.model_copy(update={field: float(adapt_lr)})  # type: ignore[attr-defined, no-any-return]
+
+
+def majority_accuracy(data: FederatedData, clients: Sequence[int] | None = None) -> float:
+    """The ``majority_accuracy`` reference (module docstring) of ``clients`` (None = all): sum over
+    scored clients of their test samples carrying their majority training label, divided by their
+    test samples (nan when they hold none). Classification data only."""
+    if data.task != "classification" or data.num_classes < 1:
+        raise ValueError("majority_accuracy needs classification data")
+    idx = _client_index(data, clients)
+    k = int(data.num_classes)
+    n = data.num_clients
+
+    def counts(y: Tensor, sizes: np.ndarray) -> np.ndarray:
+        owner = np.repeat(np.arange(n, dtype=np.int64), sizes.astype(np.int64))
+        labels = y.detach().cpu().numpy().astype(np.int64)
+        return np.bincount(owner * k + labels, minlength=n * k).reshape(n, k)
+
+    train = counts(data.train_y, data.train_sizes_np)[idx]
+    test = counts(data.test_y, data.test_sizes_np)[idx]
+    major = train.argmax(axis=1)  # first maximum = smallest label; all-zero row -> label 0
+    hits = test[np.arange(len(idx)), major].sum()
+    total = test.sum()
+    return float(hits / total) if total > 0 else float("nan")
 
 
 def _score(model: FlatModel, classify: bool) -> Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]:
@@ -210,6 +259,7 @@ def evaluate(
     adapt_steps: int,
     grad_norm: bool,
     chunk: int | None,
+    adapt_lr: float | None = None,
 ) -> dict[str, float]:
     """Metrics of server model ``w`` [P] (module docstring): personalized on ``clients`` (None =
     all; each personalizes on its training data and is scored on its test data), global on the
@@ -218,7 +268,9 @@ def evaluate(
     ``w`` may also be per-client models [num_clients, P] (local training): each client starts from
     its own row, the global metrics score the mean model (1/n) sum_i w_i, and ``grad_norm_sq`` is
     (1/n) sum_i ||grad F_i(w_i)||^2, the stationarity of every client's own problem.
-    ``chunk``: clients per vmapped call (None = all). Returns Python floats."""
+    ``chunk``: clients per vmapped call (None = all). ``adapt_lr``: the step of the personalizing
+    gradient steps (None: the rule's own, alpha or lr; see :func:`personalizing_rule`). Returns
+    Python floats."""
     if data.num_clients == 0:
         raise ValueError("evaluate needs a data set with at least one client")
     idx = _client_index(data, clients)
@@ -226,6 +278,7 @@ def evaluate(
     classify = model.task == "classification" and data.task == "classification"
     loss = model.loss
     score = _score(model, classify)
+    personal = personalizing_rule(rule, adapt_lr)
 
     # When every client is scored and grad F is wanted, a rule that can return both from one
     # computation (pFedMe: theta_i(w) gives the personal model and lam (w - theta_i(w))) does so.
@@ -238,7 +291,7 @@ def evaluate(
         if merged:
             theta, g = both(loss, wc, xtr, ytr, mtr, adapt_steps)  # type: ignore[misc]
         else:
-            theta = rule.personalize(loss, wc, xtr, ytr, mtr, adapt_steps)
+            theta = personal.personalize(loss, wc, xtr, ytr, mtr, adapt_steps)
             g = torch.zeros((), dtype=wc.dtype, device=wc.device)
         l_c, a_c = score(theta, xte, yte, mte)
         return l_c, a_c, g
@@ -279,6 +332,7 @@ def evaluate(
         held = acc_np[n_test > 0]
         for q in (10, 50, 90):
             out[f"personalized_accuracy_p{q}"] = float(np.percentile(held, q)) if held.size else float("nan")
+        out["majority_accuracy"] = majority_accuracy(data, clients)
     out.update(scalars)
     return out
 
@@ -308,5 +362,7 @@ __all__ = [
     "evaluate",
     "evaluate_client_models",
     "gather_padded",
+    "majority_accuracy",
     "personalized_models",
+    "personalizing_rule",
 ]

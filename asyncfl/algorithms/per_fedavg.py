@@ -47,6 +47,7 @@ class PerFedAvg(PerFedAvgConfig, Rule):
     local_steps, batch_size): those of :class:`~asyncfl.config.schema.PerFedAvgConfig`."""
 
     server_rule: ClassVar[ServerRule] = "delta"
+    personal_step: ClassVar[str | None] = "alpha"
 
     @property
     def steps(self) -> int:

@@ -55,6 +55,7 @@ class PFedMe(PFedMeConfig, Rule):
     ``power_iters``: the evaluation solver's budget (the rule's own, not scenario keys)."""
 
     server_rule: ClassVar[ServerRule] = "delta"
+    personal_step: ClassVar[str | None] = None  # theta_i(w) is solved, not stepped to
 
     eval_steps: PositiveInt = 100
     power_iters: PositiveInt = 10

@@ -47,6 +47,7 @@ class LocalSGD(SGDHyper, Rule):
     :class:`~asyncfl.config.schema.SGDHyper`, with their meanings and units there."""
 
     server_rule: ClassVar[ServerRule] = "delta"
+    personal_step: ClassVar[str | None] = "lr"  # fine-tuning with the client step
 
     @property
     def steps(self) -> int:

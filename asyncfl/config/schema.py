@@ -600,7 +600,8 @@ class DirichletPartition(Strict):
 
 
 class ClassesPerClientPartition(Strict):
-    """Each client holds exactly ``k`` labels (the label skew of pFedMe and FedProx)."""
+    """Each client holds exactly ``k`` labels (k = 2: pFedMe's MNIST split, Dinh et al. 2020;
+    Per-FedAvg's paper splits 50 users by class halves instead)."""
 
     name: Literal["classes_per_client"] = "classes_per_client"
     """Tag: ``classes_per_client``, each client holds exactly k labels (pFedMe's and FedProx's label skew)."""
@@ -1026,10 +1027,19 @@ class EvalConfig(Strict):
     clients: PositiveInt | None = None
     """A seeded sample of this many clients to personalise and score (a count); null: all."""
     adapt_steps: NonNegInt = 1
-    """Full-batch gradient steps of a personalised score (a count): step alpha for Per-FedAvg, the algorithm's lr
-    for the non-personalised baselines; pFedMe scores its Moreau solution theta."""
+    """Full-batch gradient steps (a count) on a client's training data, of step ``adapt_lr``, that
+    personalise the model before it is scored (0 scores the raw model); pFedMe scores its Moreau
+    solution theta_i(w) instead."""
+    adapt_lr: PositiveFloat | None = None
+    """Step size of the evaluation's personalising gradient steps (Per-FedAvg's alpha, the
+    fine-tuning step of FedAvg/FedAsync/FedBuff/local). null resolves to the algorithm's own: alpha
+    for per_fedavg, the client lr (algorithm.lr) otherwise; it stays null for pfedme, whose
+    personal model theta_i(w) has no step. Set one value across algorithms to compare their
+    personalized accuracies at the same adaptation step. Only the scoring uses it: grad_norm_sq
+    keeps the algorithm's alpha."""
     grad_norm: bool = True
-    """true: record ||grad F||^2 (grad_norm_sq, exact autograd on the full training data)."""
+    """true: record grad_norm_sq = ||grad F(w)||^2 of the paper's objective (exact autograd on the full
+    training data) at each evaluation."""
 
 
 class ExecutionConfig(Strict):
@@ -1103,6 +1113,12 @@ class Scenario(Strict):
             raise ValueError("data.dataset quadratic needs model.name quadratic")
         if self.model.name == "quadratic" and self.data.dataset != "quadratic":
             raise ValueError("model.name quadratic needs data.dataset quadratic")
+        if self.eval.adapt_lr is None and self.algorithm.name != "pfedme":
+            # Resolve the evaluation's adaptation step so the resolved scenario records it.
+            alg = self.algorithm
+            lr = alg.alpha if isinstance(alg, PerFedAvgConfig) else getattr(alg, "lr", None)
+            if lr is not None and lr > 0:
+                object.__setattr__(self, "eval", self.eval.model_copy(update={"adapt_lr": float(lr)}))
         return self
 
 

@@ -18,8 +18,9 @@ Each client gets ``min_samples`` plus its weight's share of the rest (largest-re
 so sizes sum to the pool size exactly.
 
 Names follow the literature: ``iid``; ``dirichlet`` (per client, label proportions
-q_i ~ Dir(alpha 1); Hsu, Qi, Brown 2019); ``classes_per_client`` (k labels per client, the label
-skew of Per-FedAvg, Fallah et al. 2020, and pFedMe, Dinh et al. 2020); ``shards`` (McMahan et al.
+q_i ~ Dir(alpha 1); Hsu, Qi, Brown 2019); ``classes_per_client`` (k labels per client; k = 2 is
+pFedMe's MNIST split, Dinh et al. 2020; Per-FedAvg, Fallah et al. 2020, uses its own split of 50
+users by class halves, which this partition does not make); ``shards`` (McMahan et al.
 2017: sort by label, cut ``clients * shards_per_client`` shards, deal them out).
 """
 

@@ -167,6 +167,7 @@ class TorchBackend:
             self.eval_cfg.adapt_steps,
             self.eval_cfg.grad_norm,
             None,
+            self.eval_cfg.adapt_lr,
         )
         for name, value in out.items():
             if name.endswith("loss") and not np.isfinite(value):

@@ -391,6 +391,7 @@ def _finish(
         "status": status,
         "name": scenario.name,
         "seed": scenario.seed,
+        "eval_adapt_lr": scenario.eval.adapt_lr,
         "command": command,
         **environment_info(built.device),
         "started": started,
