@@ -38,7 +38,7 @@ BASE: dict[str, Any] = {
 }
 
 
-def fabricate_run(run_dir: Path, scenario: Mapping[str, Any], status: str = "completed", per_client: bool = False) -> None:
+def fabricate_run(run_dir: Path, scenario: Mapping[str, Any], status: str = "completed", per_client: bool = False) -> None:  # noqa: C901 (writes a fake run directory one file and option at a time)
     """Write a run directory for ``scenario`` (a raw mapping) with plausible numbers."""
     s = validate(dict(scenario))
     rng = np.random.default_rng(s.seed + 1000 * int(s.system.delay_scale * 10))

@@ -102,7 +102,7 @@ def _layout(trace: Any, path: Path) -> str:
     )
 
 
-def convert_trace(src: Path, dst: Path, flops_per_sample: float | None = None) -> str:
+def convert_trace(src: Path, dst: Path, flops_per_sample: float | None = None) -> str:  # noqa: C901 (one branch per accepted FedScale layout, unit and format error)
     """Convert a FedScale trace pickle ``src`` to asyncfl's CSV ``dst`` (see the module docstring).
     Returns a one-line summary."""
     trace = load_plain_pickle(src)

@@ -35,7 +35,7 @@ class ClientWindows(NamedTuple):
     period: float
 
 
-def read_trace(path: Path, num_clients: int, key: str = "system.availability.path") -> list[ClientWindows]:
+def read_trace(path: Path, num_clients: int, key: str = "system.availability.path") -> list[ClientWindows]:  # noqa: C901 (one branch per column, unit and format error of the trace file)
     """Windows of clients 0 .. num_clients - 1 from the trace CSV at ``path`` (format above).
     Problems raise ScenarioError(key, ...)."""
     if not path.is_file():

@@ -264,7 +264,7 @@ def _strip_key_prefix(exc: ScenarioError) -> str:
     return text[len(prefix) :] if exc.key and text.startswith(prefix) else text
 
 
-def plan_sweep(
+def plan_sweep(  # noqa: C901 (a flat run of one-line input checks: source, grid, seeds, overrides)
     source: str | Path | Mapping[str, Any],
     grid: Mapping[str, list[Any]] | Iterable[str] | None = None,
     seeds: int | None = None,

@@ -19,7 +19,7 @@ from asyncfl.study.figures.convergence import draw_references, reference_handles
 from asyncfl.study.results import Study, final_values, time_to_target
 
 
-def convergence_vs_delay(
+def convergence_vs_delay(  # noqa: C901 (axis scale: linear, log, symlog or an inf level; reference lines)
     source: Study | str | Path,
     metric: str | None = None,
     target: float | None = None,
