@@ -16,7 +16,19 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from asyncfl.config.schema import ComputeConfig, EvalConfig, LognormalDist, ServerConfig, StopConfig, SystemConfig
+from asyncfl.config.schema import (
+    ComputeConfig,
+    DataSizeSelection,
+    EvalConfig,
+    LeastRecentSelection,
+    LognormalDist,
+    OvercommitSelection,
+    Selection,
+    ServerConfig,
+    StopConfig,
+    SystemConfig,
+    UniformSelection,
+)
 from asyncfl.sim.availability import make_availability
 from asyncfl.sim.backend import NullBackend
 from asyncfl.sim.engine import Engine
@@ -24,15 +36,15 @@ from asyncfl.sim.system import SystemModel
 
 N, CONCURRENCY, UPDATES, SEED = 50, 10, 4000, 0
 SYSTEM = SystemConfig(compute=ComputeConfig(speed=LognormalDist(mean=100.0, sigma=1.0)))
-STRATEGIES = {
-    "uniform": "uniform",
-    "least_recent": "least_recent",
-    "data_size": "data_size",
-    "overcommit (speed-aware, a=1)": {"name": "overcommit", "speed_exponent": 1.0},
+STRATEGIES: dict[str, Selection] = {
+    "uniform": UniformSelection(),
+    "least_recent": LeastRecentSelection(),
+    "data_size": DataSizeSelection(),
+    "overcommit (speed-aware, a=1)": OvercommitSelection(speed_exponent=1.0),
 }
 
 
-def run(sel: object, sizes: np.ndarray) -> tuple[Counter[int], list[int], np.ndarray]:
+def run(sel: Selection, sizes: np.ndarray) -> tuple[Counter[int], list[int], np.ndarray]:
     system = SystemModel(SYSTEM, N, SEED, np.full(N, 100.0), 4000)
     engine = Engine(
         ServerConfig(mode="async", concurrency=CONCURRENCY, selection=sel),
@@ -86,10 +98,10 @@ def main() -> None:
 def overcommit(sizes: np.ndarray) -> None:
     """Sync rounds of K = 10: uniform versus FedScale's over-commitment (factor 1.3, keep the
     first 10 arrivals), with and without speed-aware picks: who contributes, how long rounds last."""
-    cases = {
-        "uniform": "uniform",
-        "overcommit 1.3": {"name": "overcommit", "factor": 1.3},
-        "overcommit 1.3, speed-aware a=1": {"name": "overcommit", "factor": 1.3, "speed_exponent": 1.0},
+    cases: dict[str, Selection] = {
+        "uniform": UniformSelection(),
+        "overcommit 1.3": OvercommitSelection(factor=1.3),
+        "overcommit 1.3, speed-aware a=1": OvercommitSelection(factor=1.3, speed_exponent=1.0),
     }
     rounds = 400
     results: list[tuple[list[float], int]] = []

@@ -181,6 +181,16 @@ def _long_number(rel: str) -> Callable[[Path], None]:
     return damage
 
 
+def _replace_bytes(rel: str, old: bytes, new: bytes) -> Callable[[Path], None]:
+    """Every ``old`` in the file replaced by ``new`` (a long float in place of an integer, ...)."""
+
+    def damage(d: Path) -> None:
+        p = d / rel
+        p.write_bytes(p.read_bytes().replace(old, new))
+
+    return damage
+
+
 def _fifo(rel: str) -> Callable[[Path], None]:
     """A named pipe in the file's place: reading it would block forever."""
 
@@ -234,7 +244,7 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
     "state-deeply-nested": (_write(S, b"[" * 100000 + b"]" * 100000), S),
     "state-deep-inside-an-object": (_write(S, b'{"format": 2, "engine": ' + b"[" * 100000 + b"]" * 100000 + b"}"), S),
     "state-long-number": (_long_number(S), S),
-    "state-long-float": (lambda d: (d / S).write_bytes((d / S).read_bytes().replace(b'"format": 2', b'"format": 2.' + b"5" * 5000)), S),
+    "state-long-float": (_replace_bytes(S, b'"format": 2', b'"format": 2.' + b"5" * 5000), S),
     "state-binary": (_write(S, b"\x89PNG\r\n\x1a\n\xff\xfe\x00"), S),
     "state-a-fifo": (_fifo(S), S),
     "state-missing": (_remove(S), S),

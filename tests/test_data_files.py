@@ -8,12 +8,21 @@ import os
 import pickle
 import struct
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
 import torch
 
-from asyncfl.config.schema import LeafData, TorchvisionData
+from asyncfl.config.schema import (
+    ClassesPerClientPartition,
+    DirichletPartition,
+    IidPartition,
+    LeafData,
+    NaturalPartition,
+    ShardsPartition,
+    TorchvisionData,
+)
 from asyncfl.data import build_data
 from asyncfl.data import vision as vision_module
 from asyncfl.data.fake import write_fake_idx_dataset, write_fake_leaf
@@ -22,6 +31,8 @@ from asyncfl.data.leaf import ALL_LETTERS, UNKNOWN_CHAR, char_ids
 from asyncfl.errors import DataNotFoundError, ScenarioError
 
 MNIST_5K = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-5k"
+VisionName = Literal["mnist", "fashion_mnist", "emnist", "cifar10"]  # data.dataset of TorchvisionData
+LeafTask = Literal["femnist", "shakespeare", "sent140", "celeba"]  # data.task of LeafData
 
 
 def _check_layout(d, n_total: int) -> None:
@@ -59,9 +70,9 @@ def test_idx_bad_magic_is_a_data_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("dataset", "gz"), [("mnist", False), ("mnist", True), ("fashion_mnist", True), ("emnist", False)]
 )
-def test_mnist_family_from_torchvision_layout(tmp_path: Path, dataset: str, gz: bool) -> None:
+def test_mnist_family_from_torchvision_layout(tmp_path: Path, dataset: VisionName, gz: bool) -> None:
     write_fake_idx_dataset(tmp_path / "data", dataset, n_train=300, n_test=100, gz=gz)
-    cfg = TorchvisionData(dataset=dataset, root="data", partition={"name": "dirichlet", "alpha": 0.5})
+    cfg = TorchvisionData(dataset=dataset, root="data", partition=DirichletPartition(alpha=0.5))
     d = build_data(cfg, 8, 0, tmp_path)  # root resolves against the scenario folder
     assert d.input_shape == (1, 28, 28) and d.train_x.dtype == torch.float32
     assert d.num_classes == (47 if dataset == "emnist" else 10)
@@ -94,18 +105,18 @@ def test_max_samples_caps_the_pool(tmp_path: Path) -> None:
 
 def test_classes_per_client_on_images_and_natural_refused(tmp_path: Path) -> None:
     write_fake_idx_dataset(tmp_path, "mnist", n_train=400, n_test=100)
-    cfg = TorchvisionData(root=str(tmp_path), partition={"name": "classes_per_client", "k": 2})
+    cfg = TorchvisionData(root=str(tmp_path), partition=ClassesPerClientPartition(k=2))
     d = build_data(cfg, 10, 0, tmp_path)
     for i in range(10):
         tr, te = d.client_train(i)[1], d.client_test(i)[1]
         assert len(torch.unique(tr)) == 2
         assert set(te.tolist()) <= set(tr.tolist())  # test labels follow the client's training labels
     with pytest.raises(ScenarioError, match=r"data\.partition"):
-        build_data(TorchvisionData(root=str(tmp_path), partition="natural"), 4, 0, tmp_path)
+        build_data(TorchvisionData(root=str(tmp_path), partition=NaturalPartition()), 4, 0, tmp_path)
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist", "emnist", "cifar10"])
-def test_missing_files_one_line_error(tmp_path: Path, dataset: str) -> None:
+def test_missing_files_one_line_error(tmp_path: Path, dataset: VisionName) -> None:
     with pytest.raises(DataNotFoundError) as info:
         build_data(TorchvisionData(dataset=dataset, root="nowhere"), 4, 0, tmp_path)
     msg = str(info.value)
@@ -151,7 +162,7 @@ def _write_cifar(root: Path, per_batch: int = 20, protocol: int = 2) -> Path:
 @pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
 def test_cifar10_batches(tmp_path: Path, protocol: int) -> None:
     _write_cifar(tmp_path, protocol=protocol)
-    d = build_data(TorchvisionData(dataset="cifar10", root=str(tmp_path), partition="shards"), 6, 0, tmp_path)
+    d = build_data(TorchvisionData(dataset="cifar10", root=str(tmp_path), partition=ShardsPartition()), 6, 0, tmp_path)
     assert d.input_shape == (3, 32, 32) and tuple(d.train_x.shape[1:]) == (3, 32, 32)
     _check_layout(d, 120)
 
@@ -232,7 +243,7 @@ def test_leaf_user_subset_is_seeded_and_bounded(tmp_path: Path) -> None:
     assert list(a.extras["users"]) == list(b.extras["users"]) and a.num_clients == 3
     with pytest.raises(ScenarioError, match=r"clients\.count"):
         build_data(LeafData(root=str(tmp_path)), 7, 0, tmp_path)
-    pooled = build_data(LeafData(root=str(tmp_path), partition="iid"), 4, 0, tmp_path)
+    pooled = build_data(LeafData(root=str(tmp_path), partition=IidPartition()), 4, 0, tmp_path)
     assert pooled.num_clients == 4
 
 
@@ -261,7 +272,7 @@ def test_leaf_bad_json_is_a_data_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("written", "task"), [("femnist", "shakespeare"), ("shakespeare", "femnist")])
-def test_leaf_files_of_another_task_are_a_data_error(tmp_path: Path, written: str, task: str) -> None:
+def test_leaf_files_of_another_task_are_a_data_error(tmp_path: Path, written: str, task: LeafTask) -> None:
     """femnist pixels read as shakespeare text (or the reverse) name the task, in one line."""
     write_fake_leaf(tmp_path, written, users=2, files=1)
     with pytest.raises(DataNotFoundError, match=f"do not look like LEAF {task} data") as info:
@@ -277,7 +288,7 @@ def test_leaf_files_of_another_task_are_a_data_error(tmp_path: Path, written: st
 def test_real_mnist_5k_two_digits_per_client() -> None:
     if not (MNIST_5K / "MNIST" / "raw").is_dir():
         pytest.skip(f"real MNIST subset not found at {MNIST_5K}")
-    cfg = TorchvisionData(dataset="mnist", root=str(MNIST_5K), partition={"name": "classes_per_client", "k": 2})
+    cfg = TorchvisionData(dataset="mnist", root=str(MNIST_5K), partition=ClassesPerClientPartition(k=2))
     d = build_data(cfg, 20, 0, Path("."))
     _check_layout(d, 5000)
     for i in range(20):

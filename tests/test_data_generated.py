@@ -9,7 +9,14 @@ import pytest
 import torch
 from torch.func import grad
 
-from asyncfl.config.schema import QuadraticData, QuadraticModel, SyntheticData
+from asyncfl.config.schema import (
+    ClassesPerClientPartition,
+    IidPartition,
+    QuadraticData,
+    QuadraticModel,
+    QuantitySkew,
+    SyntheticData,
+)
 from asyncfl.data import DATASETS, build_data
 from asyncfl.data.pack import pack, split_clients
 from asyncfl.data.partition import holdout_count
@@ -104,11 +111,11 @@ def test_synthetic_is_seeded_and_per_client() -> None:
 
 
 def test_synthetic_pooled_partition_and_skew_rule() -> None:
-    d = build_data(SyntheticData(mean_samples=100, partition={"name": "classes_per_client", "k": 2}), 5, 0, HERE)
+    d = build_data(SyntheticData(mean_samples=100, partition=ClassesPerClientPartition(k=2)), 5, 0, HERE)
     for k in range(5):
         assert len(torch.unique(torch.cat([d.client_train(k)[1], d.client_test(k)[1]]))) == 2
     with pytest.raises(ScenarioError, match=r"data\.quantity_skew"):
-        build_data(SyntheticData(quantity_skew="lognormal"), 4, 0, HERE)
+        build_data(SyntheticData(quantity_skew=QuantitySkew(name="lognormal")), 4, 0, HERE)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -146,7 +153,7 @@ def test_quadratic_realises_a_and_c_exactly() -> None:
 
 def test_quadratic_rejects_other_partitions_and_bad_curvature() -> None:
     with pytest.raises(ScenarioError, match=r"data\.partition"):
-        build_data(QuadraticData(partition="iid"), 3, 0, HERE)
+        build_data(QuadraticData(partition=IidPartition()), 3, 0, HERE)
     with pytest.raises(ScenarioError, match=r"data\.L"):
         build_data(QuadraticData(mu=2.0, L=1.0), 3, 0, HERE)
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 import asyncfl
 from asyncfl.cli import main
-from asyncfl.config.schema import CharLSTMModel, CNNModel, LeafData, LogRegModel, MLPModel
+from asyncfl.config.schema import CharLSTMModel, CNNModel, IidPartition, LeafData, LogRegModel, MLPModel
 from asyncfl.data import build_data
 from asyncfl.data.fake import SENT140_TEST_ONLY, write_fake_leaf
 from asyncfl.data.leaf import FIRST_WORD_ID, PAD_ID, UNKNOWN_ID, build_vocab, split_line, word_ids
@@ -110,7 +110,7 @@ def test_sent140_left_padding_truncation_and_vocab_cap(tmp_path: Path) -> None:
     vocab = {str(w): FIRST_WORD_ID + i for i, w in enumerate(d.extras["vocab"])}
     assert x[long].tolist() == [vocab.get(t, UNKNOWN_ID) for t in split_line(texts[long])[:10]]
     # pooled: the vocabulary comes from the rows that became training rows
-    p = build_data(LeafData(root=str(tmp_path), task="sent140", partition="iid"), 3, 0, tmp_path)
+    p = build_data(LeafData(root=str(tmp_path), task="sent140", partition=IidPartition()), 3, 0, tmp_path)
     pool: list[str] = []  # pool order: users in file order, each user's train then test samples
     tr, te = _user_data(tmp_path, "train"), _user_data(tmp_path, "test")
     for b in _blobs(tmp_path, "train"):

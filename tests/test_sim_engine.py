@@ -10,7 +10,7 @@ import subprocess
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -44,6 +44,7 @@ class MetricBackend(NullBackend):
         return {"global_loss": 1.0 / (1.0 + version), "t": float(now)}
 
 
+Mode = Literal["sync", "async", "buffered"]  # server.mode
 HETERO = SystemConfig(compute=ComputeConfig(speed=LognormalDist(mean=100.0, sigma=1.0)))
 FLAKY = SystemConfig(
     compute=ComputeConfig(speed=LognormalDist(mean=100.0, sigma=1.0), jitter=LognormalDist(mean=1.0, sigma=0.3)),
@@ -105,7 +106,7 @@ def arrival_order_ok(r: EngineResult) -> None:
 
 
 @pytest.mark.parametrize("mode", ["async", "buffered", "sync"])
-def test_event_times_never_decrease(mode: str) -> None:
+def test_event_times_never_decrease(mode: Mode) -> None:
     server = ServerConfig(mode=mode, concurrency=8, buffer_size=3, clients_per_round=8, round_deadline=3.0)
     r = make(server, StopConfig(server_steps=60), FLAKY).run()
     arrival_order_ok(r)
@@ -124,7 +125,7 @@ def test_drop_policy_bounds_applied_staleness() -> None:
 
 
 @pytest.mark.parametrize(("mode", "tau"), [("async", 0), ("async", 2), ("buffered", 1), ("buffered", 3)])
-def test_wait_policy_never_drops_and_bounds_staleness(mode: str, tau: int) -> None:
+def test_wait_policy_never_drops_and_bounds_staleness(mode: Mode, tau: int) -> None:
     server = ServerConfig(mode=mode, concurrency=8, buffer_size=3, max_staleness=tau, staleness_policy="wait")
     backend = MetricBackend()
     r = make(server, StopConfig(server_steps=100), FLAKY, backend=backend).run()
@@ -348,7 +349,7 @@ class Diverging(MetricBackend):
 
 
 @pytest.mark.parametrize("mode", ["async", "buffered", "sync"])
-def test_divergence_propagates_with_records(mode: str) -> None:
+def test_divergence_propagates_with_records(mode: Mode) -> None:
     eng = make(
         ServerConfig(mode=mode, concurrency=5, buffer_size=2, clients_per_round=5),
         StopConfig(server_steps=50),
@@ -527,7 +528,7 @@ def test_certain_drops_are_all_dropped(system: SystemConfig, tau: int, concurren
 
 
 @pytest.mark.parametrize("mode,policy", [("async", "wait"), ("buffered", "drop"), ("sync", "drop")])
-def test_certain_drops_only_for_async_drop(mode: str, policy: str) -> None:
+def test_certain_drops_only_for_async_drop(mode: Mode, policy: Literal["drop", "wait"]) -> None:
     server = ServerConfig(mode=mode, concurrency=10, clients_per_round=10, buffer_size=3, max_staleness=0,
                           staleness_policy=policy)
     seen: list[int] = []

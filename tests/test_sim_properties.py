@@ -9,7 +9,7 @@ import json
 import math
 import os
 from collections import Counter
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -69,7 +69,7 @@ availabilities = st.one_of(
 @st.composite
 def scenarios(draw: st.DrawFn) -> dict[str, Any]:
     clients = draw(st.integers(1, 10))
-    mode = draw(st.sampled_from(["async", "buffered", "sync"]))
+    mode: Literal["async", "buffered", "sync"] = draw(st.sampled_from(["async", "buffered", "sync"]))
     concurrency = draw(st.integers(1, clients))
     server = ServerConfig(
         mode=mode,

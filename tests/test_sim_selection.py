@@ -86,7 +86,10 @@ def dispatched(r: EngineResult) -> list[EventRecord]:
 
 
 def server(mode: str, sel: Any, k: int = 4, **kw: Any) -> ServerConfig:
-    return ServerConfig(mode=mode, concurrency=k, clients_per_round=k, buffer_size=min(2, k), selection=sel, **kw)
+    """The server section a scenario file would give: ``sel`` is a strategy's name or mapping."""
+    return ServerConfig.model_validate(
+        {"mode": mode, "concurrency": k, "clients_per_round": k, "buffer_size": min(2, k), "selection": sel, **kw}
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -110,17 +113,18 @@ def test_uniform_is_the_default_and_its_first_picks_are_the_closed_form() -> Non
         items.pop()
     assert [e.client for e in dispatched(r)][:k] == expected
     a = make(ServerConfig(mode="async", concurrency=4), StopConfig(server_steps=30)).run()
-    b = make(ServerConfig(mode="async", concurrency=4, selection="uniform"), StopConfig(server_steps=30)).run()
+    explicit = ServerConfig.model_validate({"mode": "async", "concurrency": 4, "selection": "uniform"})
+    b = make(explicit, StopConfig(server_steps=30)).run()
     assert [repr(e) for e in a.events] == [repr(e) for e in b.events]
 
 
 def test_schema_and_registry_name_the_same_strategies() -> None:
     assert selection.schema_names() == set(selection.STRATEGIES.names())
-    assert ServerConfig(selection="least_recent").selection.name == "least_recent"
+    assert ServerConfig.model_validate({"selection": "least_recent"}).selection.name == "least_recent"
     with pytest.raises(ValueError, match="selection"):
-        ServerConfig(selection="oort")
+        ServerConfig.model_validate({"selection": "oort"})
     with pytest.raises(ValueError, match="factor"):
-        ServerConfig(selection={"name": "overcommit", "factor": 0.5})
+        ServerConfig.model_validate({"selection": {"name": "overcommit", "factor": 0.5}})
 
 
 def test_the_resolved_scenario_records_the_strategy() -> None:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from asyncfl.config.schema import (
     ComputeConfig,
     ConstantDist,
+    LognormalDist,
     NetworkConfig,
     Scenario,
     SystemConfig,
@@ -59,7 +60,7 @@ def test_flops_model_formulas() -> None:
 
 def test_compute_time_proportional_to_flops_under_jitter() -> None:
     """Same seed, same device draws and jitter draws: compute times scale exactly with the FLOPs."""
-    cfg = SystemConfig(compute=ComputeConfig(jitter={"dist": "lognormal", "mean": 1.0, "sigma": 0.4}))
+    cfg = SystemConfig(compute=ComputeConfig(jitter=LognormalDist(mean=1.0, sigma=0.4)))
     a = SystemModel(cfg, 5, 3, np.full(5, 10.0), 4000, task_flops=np.full(5, 1.0e6))
     b = SystemModel(cfg, 5, 3, np.full(5, 10.0), 4000, task_flops=np.full(5, 21.5e6))
     ratios = [b.task_timing(c, k).compute / a.task_timing(c, k).compute for c in range(5) for k in range(20)]
@@ -100,7 +101,7 @@ def test_device_assignment_proportions_and_stability() -> None:
 
 
 def test_devices_set_capacities() -> None:
-    cfg = SystemConfig(devices={"mid_edge": 1.0}, compute=ComputeConfig(jitter=1.0))
+    cfg = SystemConfig(devices={"mid_edge": 1.0}, compute=ComputeConfig(jitter=ConstantDist(value=1.0)))
     m = SystemModel(cfg, 3, 0, np.full(3, 1.0), 8000, task_flops=np.full(3, 16.0e9))
     d = CATALOGUE["mid_edge"]
     assert m.speed.tolist() == [d.flops_per_s] * 3
