@@ -48,7 +48,10 @@ class Component:
     ``dataset``, ``dist``) is a ``Literal`` of the entry point's name. ``build``: the
     implementation, as that kind's registry holds it (algorithms: a rule class with
     ``from_config``; models: ``fn(cfg, spec) -> nn.Module``; data sets: an
-    :class:`asyncfl.data.registry.DataSet`; delays: ``fn(cfg) -> Distribution``)."""
+    :class:`asyncfl.data.registry.DataSet`; delays: ``fn(cfg) -> Distribution``; staleness
+    weights: ``fn(cfg) -> (tau -> s(tau))``; selection strategies: a class ``(cfg, ctx)`` with the
+    :class:`asyncfl.sim.selection.Selector` methods, usually a subclass of
+    :class:`asyncfl.sim.selection.Uniform`)."""
 
     config: type
     build: Any
@@ -84,6 +87,7 @@ class Registry(Generic[T]):
         self._part = plugin_part
         self._items: dict[str, T] = {}
         self._plugins_joined = self.group is None
+        self._from_plugins: set[str] = set()
         self._listeners: list[Callable[[], None]] = []
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -103,6 +107,7 @@ class Registry(Generic[T]):
     def remove(self, name: str) -> None:
         """Unregister ``name`` (tests that register a toy component undo it)."""
         del self._items[name]
+        self._from_plugins.discard(name)
         for listener in self._listeners:
             listener()
 
@@ -126,6 +131,7 @@ class Registry(Generic[T]):
                     f"plug-in {name!r} (group {self.group}) clashes with the built-in {self.kind} {name!r}"
                 )
             self._items[name] = getattr(comp, self._part or "build")
+            self._from_plugins.add(name)
 
     def get(self, name: str) -> T:
         self._join_plugins()
@@ -138,6 +144,12 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         self._join_plugins()
         return sorted(self._items)
+
+    def own_names(self) -> list[str]:
+        """The names registered in this process (built-ins and in-process registrations), never
+        the plug-ins' (loaded or not): what an import-time consistency check compares, since a
+        plug-in brings its config and its implementation together."""
+        return sorted(set(self._items) - self._from_plugins)
 
     def items(self) -> list[tuple[str, T]]:
         """(name, component) pairs in registration order (built-ins first, then plug-ins)."""

@@ -10,23 +10,28 @@ them and runs end to end, and hand-derived numbers are checked:
   the run equals that built-in run exactly;
 - toy delay model ``alternating`` gives client i the speed ``even`` or ``odd`` by the parity of i,
   so every task's compute time is local_steps x per_client / speed_i;
-- toy data set ``blobs`` deals exactly ``per_client`` training and test samples to every client.
+- toy data set ``blobs`` deals exactly ``per_client`` training and test samples to every client;
+- toy staleness weight ``halving`` is s(tau) = base^(-tau), so events.csv's ``weight`` of every
+  applied update is 2^(-staleness) at base 2;
+- toy selection strategy ``cyclic`` picks the next idle client id after its last pick (wrapping
+  around), so sync rounds of 2 among 6 clients take clients 0, 1 | 2, 3 | 4, 5 | 0, 1 | ...
 
 Every kind also has one consistency check: its config registry and its implementation registry
-name the same components (a forgotten registry line fails here, never silently at run time).
+name the same components (a forgotten registry line fails here, never silently at run time);
+staleness weights and selection strategies check it at import too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from torch import Tensor
 
 import asyncfl
@@ -41,6 +46,10 @@ from asyncfl.config.schema import (
     DIST_CONFIGS,
     DIST_UNION,
     MODEL_CONFIGS,
+    SELECTION_CONFIGS,
+    SELECTION_UNION,
+    WEIGHT_CONFIGS,
+    WEIGHT_UNION,
     AlgorithmBase,
     ComponentUnion,
     DataCommon,
@@ -50,6 +59,8 @@ from asyncfl.config.schema import (
     Partition,
     PositiveFloat,
     PositiveInt,
+    SelectionBase,
+    StalenessWeightBase,
 )
 from asyncfl.data.base import FederatedData
 from asyncfl.data.pack import pack
@@ -58,7 +69,12 @@ from asyncfl.models.base import LossFn
 from asyncfl.models.registry import MODELS
 from asyncfl.registry import Registry
 from asyncfl.rng import numpy_generator
+from asyncfl.sim import selection, staleness
 from asyncfl.sim.distributions import DISTRIBUTIONS
+from asyncfl.sim.idle import IdleSet
+from asyncfl.sim.selection import STRATEGIES, Context, Uniform
+from asyncfl.sim.staleness import WEIGHTS, WeightFn
+from asyncfl.types import ClientId
 
 # ------------------------------------------------------------------------------------------------
 # A client rule: asyncfl/config/schema.py (config) + asyncfl/algorithms/<rule>.py (rule) + one line
@@ -172,6 +188,60 @@ def blobs_footprint(cfg: BlobsData, num_clients: int) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------------------------------------
+# A staleness weight: schema.py (config) + asyncfl/sim/staleness.py (function and one registry line)
+# ------------------------------------------------------------------------------------------------
+
+
+class HalvingWeight(StalenessWeightBase):
+    """s(tau) = base^(-tau): each server step between pull and arrival divides the weight by base."""
+
+    name: Literal["halving"] = "halving"
+    base: Annotated[float, Field(ge=1.0)] = 2.0
+    """base >= 1 (dimensionless); 1 is the constant weight."""
+
+
+def halving(base: float) -> WeightFn:
+    return lambda tau: base ** (-tau)
+
+
+# ------------------------------------------------------------------------------------------------
+# A selection strategy: schema.py (config) + asyncfl/sim/selection.py (class and one registry line)
+# ------------------------------------------------------------------------------------------------
+
+
+class CyclicSelection(SelectionBase):
+    """The idle, available client with the next id after the last pick, wrapping around."""
+
+    name: Literal["cyclic"] = "cyclic"
+
+
+class Cyclic(Uniform):
+    """No random draw; ``last`` (the last pick, -1 before the first) is snapshot state."""
+
+    name = "cyclic"
+
+    def __init__(self, cfg: CyclicSelection, ctx: Context) -> None:
+        super().__init__(cfg, ctx)
+        self.last = -1
+
+    def pick(self, idle: IdleSet, now: float) -> ClientId | None:
+        on = self.available(idle, now)
+        if not on:
+            return None
+        items, last = idle.items, self.last
+        client = idle.pop_at(min(on, key=lambda i: (items[i] <= last, items[i])))
+        self.last = client
+        return client
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "selection": {"last": self.last}}
+
+    def load(self, state: dict[str, Any]) -> None:
+        super().load(state)
+        self.last = int(state["selection"]["last"])
+
+
+# ------------------------------------------------------------------------------------------------
 # Registration (what the files' registry lines do), undone after each test
 # ------------------------------------------------------------------------------------------------
 
@@ -180,6 +250,8 @@ TOYS: list[tuple[ComponentUnion, Registry[Any], str, type[BaseModel], Any]] = [
     (ALGORITHM_UNION, ALGORITHMS, "gd", GDConfig, GD),
     (DIST_UNION, DISTRIBUTIONS, "alternating", AlternatingDist, lambda c: Alternating(c.even, c.odd)),
     (DATA_UNION, DATASETS, "blobs", BlobsData, DataSet(build_blobs, blobs_footprint)),
+    (WEIGHT_UNION, WEIGHTS, "halving", HalvingWeight, lambda c: halving(c.base)),
+    (SELECTION_UNION, STRATEGIES, "cyclic", CyclicSelection, Cyclic),
 ]
 
 
@@ -199,7 +271,13 @@ def toys() -> Iterator[None]:
 SCENARIO: dict[str, Any] = {
     "seed": 3,
     "algorithm": {"name": "gd", "lr": 0.2, "local_steps": 2},
-    "server": {"mode": "async", "concurrency": 3, "lr": 1.0},
+    "server": {
+        "mode": "async",
+        "concurrency": 3,
+        "lr": 1.0,
+        "staleness_weight": {"name": "halving", "base": 2.0},
+        "selection": "cyclic",
+    },
     "data": {"dataset": "blobs", "per_client": 6},
     "model": "logreg",
     "clients": {"count": 6},
@@ -217,11 +295,22 @@ def test_toy_components_run_a_scenario(toys: None) -> None:
     # compute seconds = work / speed = local_steps x per_client / (10 or 40 by the client's parity)
     speed = np.where(ev["client"] % 2 == 0, 10.0, 40.0)
     np.testing.assert_allclose(ev["compute_time"], 2 * 6 / speed, rtol=1e-12)
+    # s(tau) = 2^(-tau): powers of two, exact through the CSV
+    applied = ev[ev["status"] == "applied"]
+    assert (applied["staleness"] > 0).any()
+    assert applied["weight"].tolist() == [2.0 ** -t for t in applied["staleness"]]
     # gd is FedAvg's rule with full-batch steps: the same run, number for number
     fedavg = {**SCENARIO, "algorithm": {"name": "fedavg", "lr": 0.2, "local_steps": 2, "batch_size": None}}
     twin = asyncfl.run(fedavg)
     pd.testing.assert_frame_equal(result.events, twin.events)
     pd.testing.assert_frame_equal(result.metrics, twin.metrics)
+
+
+def test_toy_selection_cycles_through_the_clients(toys: None) -> None:
+    """Sync rounds of 2 among 6 always-on clients: round r takes clients 2r mod 6 and 2r + 1 mod 6."""
+    sync = {**SCENARIO, "server": {"mode": "sync", "clients_per_round": 2, "selection": "cyclic"}}
+    ev = asyncfl.run({**sync, "stop": {"server_steps": 6}}).events.sort_values("task")
+    assert ev["client"].tolist()[:12] == [0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5]
 
 
 def test_toy_data_set_deals_what_it_says(toys: None) -> None:
@@ -252,6 +341,8 @@ REGISTRY_PAIRS: list[tuple[Registry[Any], Registry[Any]]] = [
     (MODEL_CONFIGS, MODELS),
     (DATA_CONFIGS, DATASETS),
     (DIST_CONFIGS, DISTRIBUTIONS),
+    (WEIGHT_CONFIGS, WEIGHTS),
+    (SELECTION_CONFIGS, STRATEGIES),
 ]
 
 
@@ -265,6 +356,45 @@ def test_the_toys_are_complete(toys: None) -> None:
     """The toy registrations satisfy the same check the built-ins do."""
     for configs, impls in REGISTRY_PAIRS:
         assert configs.names() == impls.names()
+
+
+@pytest.mark.parametrize(
+    ("union", "impls", "config", "module"),
+    [
+        (WEIGHT_UNION, WEIGHTS, HalvingWeight, staleness),
+        (SELECTION_UNION, STRATEGIES, CyclicSelection, selection),
+    ],
+    ids=["staleness weight", "selection strategy"],
+)
+def test_a_forgotten_registry_line_fails_at_import_and_in_the_test(
+    union: ComponentUnion, impls: Registry[Any], config: type[BaseModel], module: Any
+) -> None:
+    """A config registered without its implementation: the module's import-time check raises
+    (the check a built-in would fail when asyncfl is imported), the pair test above fails, and a
+    run naming it stops with a one-line scenario error before anything is simulated, never with
+    a default weight or pick. The reverse, an implementation without its config: the same import
+    check fails and the scenario rejects the name."""
+    name = config.model_fields["name"].default
+    key = "staleness_weight" if union is WEIGHT_UNION else "selection"
+    union.register(config)
+    try:
+        with pytest.raises(ImportError, match=name):
+            module._check_complete()
+        assert union.registry.names() != impls.names()
+        with pytest.raises(asyncfl.ScenarioError, match=rf"server\.{key}\.name: unknown {impls.kind} '{name}'"):
+            asyncfl.run({"clients": {"count": 6}, "server": {"concurrency": 3, key: name}})
+    finally:
+        union.registry.remove(name)
+    module._check_complete()
+    impls.add(name, object())
+    try:
+        with pytest.raises(ImportError, match=name):
+            module._check_complete()
+        with pytest.raises(asyncfl.ScenarioError, match=rf"server\.{key}.*unknown choice '{name}'"):
+            asyncfl.load_scenario({"server": {key: name}})
+    finally:
+        impls.remove(name)
+    module._check_complete()
 
 
 def test_resource_guard_sizes_the_toy_data_set_and_refuses_what_it_cannot(toys: None) -> None:

@@ -4,6 +4,7 @@ in each format; the plot command's errors are one line with exit code 2."""
 from __future__ import annotations
 
 import json
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -373,3 +374,39 @@ def test_every_drawn_point_is_inside_its_panel(fabricated: dict[str, Path]) -> N
             for cont in ax.containers:
                 for seg in cont.lines[2][0].get_segments() if cont.lines[2] else []:
                     assert lo <= seg[0][1] and seg[1][1] <= hi
+
+
+def test_updates_draws_every_task_status_in_its_defined_order(tmp_path: Path) -> None:
+    """The updates figure takes its outcomes from the one definition of a task's status
+    (asyncfl.types.TASK_STATUSES, which the simulator's records use): a run whose events hold
+    every status gets one coloured bar per status, in that order; in_flight (tasks a stopped run
+    left running) is the one status the figure leaves out."""
+    import matplotlib.colors as mcolors
+    from test_study_data import fabricate_run
+
+    from asyncfl.sim.records import TaskStatus
+    from asyncfl.study.figures.updates import STATUS_ORDER
+    from asyncfl.types import TASK_STATUSES
+
+    assert typing.get_args(TaskStatus) == TASK_STATUSES
+    assert STATUS_ORDER == tuple(s for s in TASK_STATUSES if s != "in_flight")
+    assert {"dropped_overcommit", "buffered"} <= set(STATUS_ORDER)
+    run = tmp_path / "run"
+    fabricate_run(run, BASE)
+    study = load_study(run)
+    events = study.events
+    assert len(events) >= 2 * len(TASK_STATUSES)
+    # event i gets status i mod 8: every status is held by some tasks
+    events["status"] = [TASK_STATUSES[i % len(TASK_STATUSES)] for i in range(len(events))]
+    fig = plots.updates(study)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(STATUS_ORDER)
+    bars = [p for p in ax.patches if p.get_height() > 0]
+    assert len(bars) == len(STATUS_ORDER)
+    counts = events["status"].value_counts()
+    by_x = sorted(bars, key=lambda p: p.get_x())
+    assert [round(p.get_height()) for p in by_x] == [counts[s] for s in STATUS_ORDER]
+    for p in by_x:
+        assert mcolors.to_rgba(p.get_facecolor())[3] > 0  # drawn, with a colour
+    path = plots.save(fig, tmp_path / "updates.png")
+    _check_png(path)

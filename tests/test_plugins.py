@@ -1,10 +1,12 @@
 """Plug-ins: a package of the user's own, found through Python entry points, adds a client rule, a
-model, a data set and a delay model that scenario files name like built-ins.
+model, a data set, a delay model, a staleness weight and a selection strategy that scenario files
+name like built-ins.
 
 The plug-in package is written into a temporary folder as a module plus a ``.dist-info`` folder with
 ``entry_points.txt`` (what ``pip install`` would write; no network, no build), and that folder goes
 on PYTHONPATH of CLI subprocesses. Its components are twins of built-ins under new names (FedAvg
-whose step is lr x scale, logistic regression, Synthetic, a fixed delay), so a plug-in run
+whose step is lr x scale, logistic regression, Synthetic, a fixed delay, the polynomial weight
+with its exponent called ``power``, least-recently-selected), so a plug-in run
 must reproduce the built-in run's events.csv and metrics.csv byte for byte: the plug-in's code, not
 an approximation of it, ran end to end -- through ``asyncfl run``, an interrupted run and
 ``asyncfl resume``, and a 2-point ``asyncfl sweep``.
@@ -39,12 +41,22 @@ from torch import Tensor, nn
 from asyncfl.algorithms.base import Batches, ServerRule, check_batches
 from asyncfl.algorithms.functional import gradient_descent, loss_grad
 from asyncfl.algorithms.sgd import LocalSGD
-from asyncfl.config.schema import DistBase, ModelBase, NonNegFloat, PositiveFloat, SGDHyper, SyntheticData
+from asyncfl.config.schema import (
+    DistBase,
+    ModelBase,
+    NonNegFloat,
+    PositiveFloat,
+    SelectionBase,
+    SGDHyper,
+    StalenessWeightBase,
+    SyntheticData,
+)
 from asyncfl.data.registry import DataSet
 from asyncfl.data.synthetic import build_synthetic
 from asyncfl.models.dense import DenseNet
 from asyncfl.registry import Component
 from asyncfl.sim.distributions import Constant
+from asyncfl.sim.selection import LeastRecent
 
 
 class ScaledAvgConfig(SGDHyper):
@@ -93,6 +105,28 @@ class FixedDist(DistBase):
     seconds: NonNegFloat = 1.0
 
 
+class InvPowerWeight(StalenessWeightBase):
+    """s(tau) = (tau + 1)^(-power)."""
+
+    name: Literal["inv_power"] = "inv_power"
+    power: NonNegFloat = 0.5
+
+
+def inv_power(cfg: InvPowerWeight):
+    p = cfg.power
+    return lambda tau: (tau + 1.0) ** (-p)
+
+
+class OldestFirstConfig(SelectionBase):
+    """The idle client picked least recently."""
+
+    name: Literal["oldest_first"] = "oldest_first"
+
+
+class OldestFirst(LeastRecent):
+    name = "oldest_first"
+
+
 ALGORITHM = Component(config=ScaledAvgConfig, build=ScaledAvg)
 MODEL = Component(config=LinearConfig, build=build_linear)
 DATA = Component(
@@ -100,6 +134,8 @@ DATA = Component(
     build=DataSet(build_synthetic, lambda cfg, n: (n * cfg.mean_samples * 1.3, cfg.dimension * 4 + 8)),
 )
 DELAY = Component(config=FixedDist, build=lambda cfg: Constant(cfg.seconds))
+WEIGHT = Component(config=InvPowerWeight, build=inv_power)
+SELECTION = Component(config=OldestFirstConfig, build=OldestFirst)
 NOT_A_COMPONENT = 42
 NOT_A_MODEL = Component(config=dict, build=build_linear)
 '''
@@ -116,11 +152,18 @@ synth_twin = asyncfl_toyplug:DATA
 
 [asyncfl.delays]
 fixed = asyncfl_toyplug:DELAY
+
+[asyncfl.staleness_weights]
+inv_power = asyncfl_toyplug:WEIGHT
+
+[asyncfl.selection]
+oldest_first = asyncfl_toyplug:SELECTION
 """
 
 # Long enough (a few seconds) for a SIGTERM to land mid-run.
 BASE: dict[str, Any] = {
     **TINY,
+    "server": {**TINY["server"], "selection": "least_recent"},  # TINY's weight: polynomial, a = 0.5
     "stop": {"server_steps": 300},
     "eval": {"every_steps": 50},
     "clients": {"count": 20},
@@ -136,6 +179,11 @@ PLUGGED: dict[str, Any] = {
     "model": {"name": "linear"},
     "data": {**BASE["data"], "dataset": "synth_twin"},
     "system": {**BASE["system"], "network": {"latency": {"dist": "fixed", "seconds": 0.25}}},
+    "server": {
+        **BASE["server"],
+        "staleness_weight": {"name": "inv_power", "power": 0.5},
+        "selection": {"name": "oldest_first"},
+    },
 }
 
 
@@ -203,7 +251,18 @@ def test_a_plugin_run_equals_its_builtin_twin(runs: dict[str, Path]) -> None:
     assert resolved["model"] == {"name": "linear"}
     assert resolved["data"]["dataset"] == "synth_twin"
     assert resolved["system"]["network"]["latency"] == {"dist": "fixed", "seconds": 0.25}
-    assert asyncfl.load_run(runs["plugged"]).status == "completed"
+    assert resolved["server"]["staleness_weight"] == {"name": "inv_power", "power": 0.5}
+    assert resolved["server"]["selection"] == {"name": "oldest_first"}
+    result = asyncfl.load_run(runs["plugged"])
+    assert result.status == "completed"
+    # the plug-in weight was used: stale updates carry (tau + 1)^(-1/2), not 1
+    applied = result.events[result.events["status"] == "applied"]
+    assert (applied["staleness"] > 0).any()
+    assert applied["weight"].tolist() == pytest.approx([(t + 1.0) ** -0.5 for t in applied["staleness"]], rel=1e-12)
+    # the plug-in selection was used: least recently selected first, so the first N tasks went
+    # to the N clients, each once
+    n = PLUGGED["clients"]["count"]
+    assert sorted(result.events.sort_values("task")["client"].iloc[:n]) == list(range(n))
 
 
 def test_interrupted_plugin_run_resumes_byte_identical(site: Path, runs: dict[str, Path], tmp_path: Path) -> None:
@@ -253,6 +312,11 @@ def test_schema_and_errors_name_the_plugins(site: Path, tmp_path: Path) -> None:
     assert "linear" in _choices(props["model"]) and "synth_twin" in _choices(props["data"])
     latency = schema["$defs"]["NetworkConfig"]["properties"]["latency"]
     assert _choices(latency)["fixed"] == "#/$defs/FixedDist"
+    server = schema["$defs"]["ServerConfig"]["properties"]
+    assert _choices(server["staleness_weight"])["inv_power"] == "#/$defs/InvPowerWeight"
+    assert "power" in schema["$defs"]["InvPowerWeight"]["properties"]
+    assert _choices(server["selection"])["oldest_first"] == "#/$defs/OldestFirstConfig"
+    assert {"polynomial", "hinge"} <= set(_choices(server["staleness_weight"]))
     bad = write_scenario(tmp_path / "bad.yaml", {**PLUGGED, "algorithm": {"name": "scaled_avg", "scale": 0}})
     res = _cli(site, "run", str(bad), check=False)
     assert res.returncode == 2 and "algorithm.scale" in res.stderr and "Traceback" not in res.stderr
@@ -272,6 +336,8 @@ def test_schema_and_errors_name_the_plugins(site: Path, tmp_path: Path) -> None:
         ("[asyncfl.models]\nlogreg = asyncfl_toyplug:MODEL\n", "model 'logreg'"),
         ("[asyncfl.models]\nlinear = asyncfl_toyplug:NOT_A_MODEL\n", "is not a pydantic model class"),
         ("[asyncfl.algorithms]\nother = asyncfl_toyplug:ALGORITHM\n", "must declare name: Literal['other']"),
+        ("[asyncfl.staleness_weights]\npolynomial = asyncfl_toyplug:WEIGHT\n", "staleness weight 'polynomial'"),
+        ("[asyncfl.selection]\nother = asyncfl_toyplug:SELECTION\n", "must declare name: Literal['other']"),
     ],
 )
 def test_a_broken_plugin_is_one_line_exit_2(tmp_path: Path, entry_points: str, message: str) -> None:

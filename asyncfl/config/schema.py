@@ -231,16 +231,14 @@ ALGORITHM_CONFIGS: Registry[type[BaseModel]] = Registry("algorithm", "algorithm.
 DATA_CONFIGS: Registry[type[BaseModel]] = Registry("data set", "data.dataset", plugin_part="config")
 MODEL_CONFIGS: Registry[type[BaseModel]] = Registry("model", "model.name", plugin_part="config")
 DIST_CONFIGS: Registry[type[BaseModel]] = Registry("distribution", "dist", plugin_part="config")
-# Plug-in hooks of staleness weights and selection strategies (entry-point groups
-# asyncfl.staleness_weights and asyncfl.selection, asyncfl.registry.GROUPS). Their implementation
-# registries live in asyncfl/sim; to let plug-ins in, for each kind:
-#   here:     WEIGHT_CONFIGS = Registry("staleness weight", "server.staleness_weight.name", plugin_part="config")
-#             WEIGHT_UNION = ComponentUnion(WEIGHT_CONFIGS, "name"); WEIGHT_UNION.register(ConstantWeight, ...)
-#             and type the field ``Annotated[Strict, WEIGHT_UNION]`` (as AlgorithmConfig is typed);
-#   in sim/:  pass plugin_part="build" to that kind's implementation Registry;
-#   here:     add WEIGHT_CONFIGS to the on_change loop at the end of this module, and the model
-#             that holds the field (ServerConfig) to _rebuild_unions.
-# ("selection strategy": the same with the selection field's tag.)
+WEIGHT_CONFIGS: Registry[type[BaseModel]] = Registry(
+    "staleness weight", "server.staleness_weight.name", plugin_part="config"
+)
+SELECTION_CONFIGS: Registry[type[BaseModel]] = Registry(
+    "selection strategy", "server.selection.name", plugin_part="config"
+)
+# The implementations of each kind live in their own registries, under the same names
+# (asyncfl.algorithms.registry.ALGORITHMS, asyncfl.sim.staleness.WEIGHTS, ...).
 
 
 # ------------------------------------------------------------------------------------------------
@@ -450,14 +448,18 @@ else:
 # ------------------------------------------------------------------------------------------------
 
 
-class ConstantWeight(Strict):
+class StalenessWeightBase(Strict):
+    """Base of staleness-weight configs (tag ``name``); a plug-in weight subclasses it."""
+
+
+class ConstantWeight(StalenessWeightBase):
     """s(tau) = 1."""
 
     name: Literal["constant"] = "constant"
     """Tag: ``constant``, s(tau) = 1 (every update counts fully)."""
 
 
-class PolynomialWeight(Strict):
+class PolynomialWeight(StalenessWeightBase):
     """FedAsync: s(tau) = (tau + 1)^(-a)."""
 
     name: Literal["polynomial"] = "polynomial"
@@ -466,7 +468,7 @@ class PolynomialWeight(Strict):
     """Exponent a >= 0 (dimensionless); 0 is the constant weight."""
 
 
-class HingeWeight(Strict):
+class HingeWeight(StalenessWeightBase):
     """FedAsync: s(tau) = 1 if tau <= b else 1 / (a (tau - b) + 1)."""
 
     name: Literal["hinge"] = "hinge"
@@ -477,7 +479,7 @@ class HingeWeight(Strict):
     """Hinge b: the staleness (server versions, a count) up to which updates count fully."""
 
 
-class ExponentialWeight(Strict):
+class ExponentialWeight(StalenessWeightBase):
     """s(tau) = exp(-a tau)."""
 
     name: Literal["exponential"] = "exponential"
@@ -486,19 +488,27 @@ class ExponentialWeight(Strict):
     """Rate a >= 0, per server version of staleness."""
 
 
-StalenessWeight = Annotated[
-    ConstantWeight | PolynomialWeight | HingeWeight | ExponentialWeight, Field(discriminator="name")
-]
+WEIGHT_UNION = ComponentUnion(WEIGHT_CONFIGS, "name")
+WEIGHT_UNION.register(ConstantWeight, PolynomialWeight, HingeWeight, ExponentialWeight)
+
+if TYPE_CHECKING:
+    StalenessWeight = ConstantWeight | PolynomialWeight | HingeWeight | ExponentialWeight
+else:
+    StalenessWeight = Annotated[StalenessWeightBase, WEIGHT_UNION]
 
 
-class UniformSelection(Strict):
+class SelectionBase(Strict):
+    """Base of selection-strategy configs (tag ``name``); a plug-in strategy subclasses it."""
+
+
+class UniformSelection(SelectionBase):
     """Uniformly at random among idle, available clients (the default)."""
 
     name: Literal["uniform"] = "uniform"
     """Tag: ``uniform``, uniformly at random."""
 
 
-class LeastRecentSelection(Strict):
+class LeastRecentSelection(SelectionBase):
     """The idle, available client picked least recently (never picked first); ties uniformly at
     random. Round-robin when every client is always available."""
 
@@ -506,7 +516,7 @@ class LeastRecentSelection(Strict):
     """Tag: ``least_recent``, the client picked least recently."""
 
 
-class DataSizeSelection(Strict):
+class DataSizeSelection(SelectionBase):
     """At random with probability proportional to the client's training-set size n_k (among the
     idle, available clients)."""
 
@@ -514,7 +524,7 @@ class DataSizeSelection(Strict):
     """Tag: ``data_size``, P(k) proportional to n_k."""
 
 
-class OvercommitSelection(Strict):
+class OvercommitSelection(SelectionBase):
     """Speed-aware over-commitment (FedScale; Lai et al. 2021, OSDI, Sec. 5): a sync round starts
     ceil(factor K) clients and keeps the first K arrivals, the others' results are discarded
     (``dropped_overcommit``). Picks are at random with probability proportional to
@@ -528,9 +538,13 @@ class OvercommitSelection(Strict):
     """alpha in P(pick k) proportional to (1 / E[task time of k])^alpha; 0 ignores speed."""
 
 
-Selection = Annotated[
-    UniformSelection | LeastRecentSelection | DataSizeSelection | OvercommitSelection, Field(discriminator="name")
-]
+SELECTION_UNION = ComponentUnion(SELECTION_CONFIGS, "name")
+SELECTION_UNION.register(UniformSelection, LeastRecentSelection, DataSizeSelection, OvercommitSelection)
+
+if TYPE_CHECKING:
+    Selection = UniformSelection | LeastRecentSelection | DataSizeSelection | OvercommitSelection
+else:
+    Selection = Annotated[SelectionBase, SELECTION_UNION]
 
 
 class ServerConfig(Strict):
@@ -1150,7 +1164,7 @@ def _rebuild_unions() -> None:
         cls.model_rebuild(force=True)
 
 
-for _registry in (ALGORITHM_CONFIGS, DATA_CONFIGS, MODEL_CONFIGS, DIST_CONFIGS):
+for _registry in (ALGORITHM_CONFIGS, DATA_CONFIGS, MODEL_CONFIGS, DIST_CONFIGS, WEIGHT_CONFIGS, SELECTION_CONFIGS):
     _registry.on_change(_rebuild_unions)
 
 
@@ -1195,12 +1209,18 @@ __all__ = [
     "DIST_UNION",
     "MODEL_CONFIGS",
     "MODEL_UNION",
+    "SELECTION_CONFIGS",
+    "SELECTION_UNION",
+    "WEIGHT_CONFIGS",
+    "WEIGHT_UNION",
     "AlgorithmBase",
     "ComponentUnion",
     "DataCommon",
     "DistBase",
     "ModelBase",
     "Scenario",
+    "SelectionBase",
+    "StalenessWeightBase",
     "Strict",
     "scenario_json_schema",
     "tag_keys",

@@ -3,18 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
-TaskStatus = Literal[
-    "applied",  # used in a server step
-    "dropped_stale",  # arrived staler than server.max_staleness under policy drop
-    "dropped_offline",  # its client went offline before the upload finished
-    "dropped_dropout",  # lost to the per-task dropout probability (client crashed before upload)
-    "dropped_deadline",  # sync round: arrived after server.round_deadline
-    "dropped_overcommit",  # sync round with over-commitment: the round already had its first K arrivals
-    "in_flight",  # still running when the run stopped
-    "buffered",  # arrived, but still waiting in the server buffer when the run stopped
-]
+from asyncfl.types import TASK_STATUSES, TaskStatus
 
 EVENT_COLUMNS = (
     "task",
@@ -59,6 +50,7 @@ class EventRecord(NamedTuple):
 
 
 COUNT_KEYS = (  # the engine's totals: tasks dispatched, updates received, steps, and per status
+    # (every status of TASK_STATUSES, in the order snapshots have always written them)
     "dispatched",
     "client_updates",
     "server_steps",
@@ -71,6 +63,10 @@ COUNT_KEYS = (  # the engine's totals: tasks dispatched, updates received, steps
     "buffered",
     "in_flight",
 )
+
+
+if not set(TASK_STATUSES) <= set(COUNT_KEYS):
+    raise ImportError(f"COUNT_KEYS lacks task status(es) {sorted(set(TASK_STATUSES) - set(COUNT_KEYS))}")
 
 
 METRIC_COLUMNS = ("sim_time", "server_version", "client_updates", "metric", "value")
@@ -86,4 +82,12 @@ class MetricRecord(NamedTuple):
     value: float
 
 
-__all__ = ["COUNT_KEYS", "EVENT_COLUMNS", "METRIC_COLUMNS", "EventRecord", "MetricRecord", "TaskStatus"]
+__all__ = [
+    "COUNT_KEYS",
+    "EVENT_COLUMNS",
+    "METRIC_COLUMNS",
+    "TASK_STATUSES",
+    "EventRecord",
+    "MetricRecord",
+    "TaskStatus",
+]

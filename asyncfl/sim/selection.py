@@ -13,25 +13,26 @@ history) is saved in engine snapshots.
   clients and keeps the first K arrivals; picks at random with P(k) proportional to
   (1 / E[task time of k])^speed_exponent.
 
-Adding a strategy: its config class in :mod:`asyncfl.config.schema` (a member of ``Selection``), a
-class here with ``pick``, ``round_size``, ``keep``, ``state`` and ``load`` (subclass
-:class:`Uniform` for the defaults), and one line in :data:`STRATEGIES`. A schema member without its
-class fails when this module is imported.
+Adding a strategy: its config class in :mod:`asyncfl.config.schema` (a subclass of
+``SelectionBase`` listed in ``SELECTION_UNION.register``), a class here with ``pick``,
+``round_size``, ``keep``, ``state`` and ``load`` (subclass :class:`Uniform` for the defaults), and
+one line ``STRATEGIES.add(name, cls)``. A schema member without its class (or the reverse) fails
+when this module is imported; a plug-in (entry-point group ``asyncfl.selection``) brings both.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Protocol, get_args
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from asyncfl.config.schema import (
+    SELECTION_CONFIGS,
     DataSizeSelection,
     LeastRecentSelection,
     OvercommitSelection,
-    Selection,
     ServerConfig,
 )
 from asyncfl.errors import ScenarioError
@@ -233,7 +234,8 @@ class Overcommit(Uniform):
         return k
 
 
-STRATEGIES: Registry[type[Uniform]] = Registry("selection strategy", "server.selection.name")
+STRATEGIES: Registry[type[Uniform]] = Registry("selection strategy", "server.selection.name", plugin_part="build")
+"""name -> strategy class ``(cfg, ctx)``; plug-ins of entry-point group ``asyncfl.selection`` join."""
 STRATEGIES.add("uniform", Uniform)
 STRATEGIES.add("least_recent", LeastRecent)
 STRATEGIES.add("data_size", DataSize)
@@ -241,15 +243,23 @@ STRATEGIES.add("overcommit", Overcommit)
 
 
 def schema_names() -> set[str]:
-    """The strategy names the scenario schema accepts (the tags of ``Selection``)."""
-    return {get_args(m.model_fields["name"].annotation)[0] for m in get_args(get_args(Selection)[0])}
+    """The strategy names the scenario schema accepts (registered in ``SELECTION_CONFIGS``;
+    plug-ins are not loaded for this)."""
+    return set(SELECTION_CONFIGS.own_names())
 
 
-if schema_names() != set(STRATEGIES.names()):
-    raise ImportError(
-        f"selection strategies in the schema {sorted(schema_names())} differ from those registered in "
-        f"asyncfl.sim.selection {STRATEGIES.names()}: add the missing class or schema member"
-    )
+def _check_complete() -> None:
+    """Raise ImportError unless the schema's strategies and the registered classes are the same
+    names (run at import; tests call it after an in-process registration)."""
+    schema, registered = schema_names(), set(STRATEGIES.own_names())
+    if schema != registered:
+        raise ImportError(
+            f"selection strategies in the schema {sorted(schema)} differ from those registered in "
+            f"asyncfl.sim.selection {sorted(registered)}: add the missing class or schema member"
+        )
+
+
+_check_complete()
 
 
 def make_selector(

@@ -18,30 +18,28 @@ In float64, exp(-a tau) underflows to 0 once a tau exceeds ~745: such an update 
 weight 0 (a server step that leaves the model where it was, as the formula says to rounding).
 Bound tau (``server.max_staleness``) to drop such updates instead.
 
-Adding a weight: its config class in :mod:`asyncfl.config.schema` (a member of ``StalenessWeight``)
-and here one function registered under the same ``name``. A schema member without a registered
-function (or the reverse) fails when this module is imported, never silently at run time.
+Adding a weight: its config class in :mod:`asyncfl.config.schema` (a subclass of
+``StalenessWeightBase`` listed in ``WEIGHT_UNION.register``) and here one function registered
+under the same ``name``: ``WEIGHTS.add(name, fn)`` with ``fn(cfg) -> (tau -> s(tau))``. A schema
+member without a registered function (or the reverse) fails when this module is imported, never
+silently at run time; a plug-in (entry-point group ``asyncfl.staleness_weights``) brings both.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, get_args
+from typing import Any
 
-from asyncfl.config.schema import (
-    ConstantWeight,
-    ExponentialWeight,
-    HingeWeight,
-    PolynomialWeight,
-    StalenessWeight,
-)
+from asyncfl.config.schema import WEIGHT_CONFIGS, ConstantWeight, StalenessWeight
 from asyncfl.registry import Registry
 
 WeightFn = Callable[[int], float]
 
-WEIGHTS: Registry[Callable[[Any], WeightFn]] = Registry("staleness weight", "server.staleness_weight.name")
-"""name -> (its config -> s(tau))."""
+WEIGHTS: Registry[Callable[[Any], WeightFn]] = Registry(
+    "staleness weight", "server.staleness_weight.name", plugin_part="build"
+)
+"""name -> (its config -> s(tau)); plug-ins of entry-point group ``asyncfl.staleness_weights`` join."""
 
 
 @WEIGHTS.register("constant")
@@ -66,19 +64,21 @@ WEIGHTS.add("hinge", lambda cfg: hinge(cfg.a, cfg.b))
 WEIGHTS.add("exponential", lambda cfg: exponential(cfg.a))
 
 
-def weight_fn(cfg: ConstantWeight | PolynomialWeight | HingeWeight | ExponentialWeight) -> WeightFn:
+def weight_fn(cfg: StalenessWeight) -> WeightFn:
     """s(tau) for a ``server.staleness_weight`` config (looked up by its ``name``)."""
     return WEIGHTS.get(cfg.name)(cfg)
 
 
 def schema_names() -> set[str]:
-    """The weight names the scenario schema accepts (the tags of ``StalenessWeight``)."""
-    union = get_args(StalenessWeight)[0]
-    return {get_args(m.model_fields["name"].annotation)[0] for m in get_args(union)}
+    """The weight names the scenario schema accepts (registered in ``WEIGHT_CONFIGS``; plug-ins
+    are not loaded for this)."""
+    return set(WEIGHT_CONFIGS.own_names())
 
 
 def _check_complete() -> None:
-    schema, registered = schema_names(), set(WEIGHTS.names())
+    """Raise ImportError unless the schema's weights and the registered functions are the same
+    names (run at import; tests call it after an in-process registration)."""
+    schema, registered = schema_names(), set(WEIGHTS.own_names())
     if schema != registered:
         raise ImportError(
             f"staleness weights in the schema {sorted(schema)} differ from those registered in "

@@ -9,8 +9,12 @@ from typing import Any
 
 from asyncfl.study.figures import common as c
 from asyncfl.study.results import Study
+from asyncfl.types import TASK_STATUSES
 
-STATUS_ORDER = ("applied", "dropped_stale", "dropped_deadline", "dropped_offline", "dropped_dropout", "in_flight")
+STATUS_ORDER = tuple(s for s in TASK_STATUSES if s != "in_flight")
+"""The outcomes drawn, in the order of their one definition (:data:`asyncfl.types.TASK_STATUSES`,
+the ``status`` column the simulator writes); tasks still in flight when a run stopped are left out.
+A status found in events.csv but not defined there (a newer writer) is drawn after them."""
 
 
 def updates(source: Study | str | Path, hue: str | None = None, band: str = "auto") -> Any:
@@ -45,8 +49,9 @@ def updates(source: Study | str | Path, hue: str | None = None, band: str = "aut
             ax.set_ylabel("client tasks per run" if i % ncols == 0 else "")
             if panel:
                 ax.set_title(panel, fontsize="medium")
-            if len(statuses) > 3:
-                ax.tick_params(axis="x", labelrotation=20)
+            if len(statuses) > 3:  # long names: slanted, anchored at their tick so none overlap
+                for label in ax.get_xticklabels():
+                    label.set(rotation=25 if len(statuses) <= 5 else 35, ha="right", rotation_mode="anchor")
         c.hide_unused(axes, len(lay.panels))
         fig.suptitle(f"updates applied and dropped — {c.band_note(band, c.n_seeds(study), 'error bars')}",
                      fontsize="medium")
