@@ -70,7 +70,7 @@ def run_study(
     quiet: bool = False,
 ) -> dict[str, Path]:
     """Run (or resume) the sweep and write figures and tables; returns what was written."""
-    from asyncfl.study import plots
+    from asyncfl.study import figures
     from asyncfl.study.report import markdown_table
     from asyncfl.study.results import load_study, resolve_target, summary
     from asyncfl.study.sweep import run_sweep
@@ -107,7 +107,7 @@ def run_study(
     for name, (kind, opts) in figures.items():
         if opts.get("metric") and opts["metric"] not in study.metric_names:
             continue
-        written[name] = plots.save(plots.figure(kind, study, **opts), out / f"{name}.png")
+        written[name] = figures.save(figures.figure(kind, study, **opts), out / f"{name}.png")
 
     keys = [k for k in ("algorithm", TAU) if k in study.metrics.columns]
     table = summary(study.metrics, keys, METRIC, target)

@@ -14,7 +14,7 @@ from test_study_data import BASE, fabricate_sweep, tiny_scenario, tiny_sweep
 from asyncfl.cli import main
 from asyncfl.errors import UserError
 from asyncfl.runs.rundir import write_manifest
-from asyncfl.study import plots
+from asyncfl.study import figures as plots
 from asyncfl.study.results import load_study
 from asyncfl.study.sweep import sweep
 

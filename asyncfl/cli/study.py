@@ -174,12 +174,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
     suffix = Path(args.out).suffix.lower()
     if suffix not in (".png", ".svg", ".pdf"):
         raise UserError(f"--out {args.out}: unknown figure format {suffix or '(none)'!r}; allowed: .png, .svg, .pdf")
-    from asyncfl.study import plots
+    from asyncfl.study import figures
 
     study = _study(args.dir)
-    fig = plots.figure(args.kind, study, metric=args.metric, x=args.x, hue=args.hue, target=args.target,
+    fig = figures.figure(args.kind, study, metric=args.metric, x=args.x, hue=args.hue, target=args.target,
                        band=args.band)
-    path = plots.save(fig, args.out)
+    path = figures.save(fig, args.out)
     print(path)
     return 0
 

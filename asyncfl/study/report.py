@@ -49,7 +49,7 @@ def _png(fig: Any) -> bytes:
 
 
 def _sections(study: Study, metric: str, target: float | None) -> list[Section]:
-    from asyncfl.study import plots
+    from asyncfl.study import figures
 
     plan: list[tuple[str, str, str, dict[str, Any]]] = [
         ("convergence", f"Convergence: {metric}", f"{metric} against simulated time; one colour per setting.", {"metric": metric}),
@@ -74,7 +74,7 @@ def _sections(study: Study, metric: str, target: float | None) -> list[Section]:
     out = []
     for kind, title, caption, opts in plan:
         try:
-            fig = plots.figure(kind, study, **opts)
+            fig = figures.figure(kind, study, **opts)
         except UserError as exc:
             out.append(Section(kind, title, caption, skipped=exc.one_line()))
             continue
