@@ -96,7 +96,7 @@ def run_study(
     tgt = resolve_target(study.metrics, METRIC)  # half-way from the highest start to the best final value
     target = tgt.value
     written: dict[str, Path] = {}
-    figures: dict[str, tuple[str, dict[str, Any]]] = {
+    wanted: dict[str, tuple[str, dict[str, Any]]] = {
         "convergence_vs_tau": ("convergence_vs_delay", {"metric": METRIC}),  # states its target
         "grad_norm_vs_tau": ("convergence_vs_delay", {"metric": "grad_norm_sq"}),
         "convergence": ("convergence", {"metric": METRIC, "hue": TAU}),
@@ -104,7 +104,7 @@ def run_study(
         "staleness": ("staleness", {"hue": TAU}),
         "updates": ("updates", {"hue": TAU}),
     }
-    for name, (kind, opts) in figures.items():
+    for name, (kind, opts) in wanted.items():
         if opts.get("metric") and opts["metric"] not in study.metric_names:
             continue
         written[name] = figures.save(figures.figure(kind, study, **opts), out / f"{name}.png")
