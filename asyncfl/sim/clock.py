@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from heapq import heappush
+from operator import attrgetter
 from typing import Any
 
 import simpy
@@ -38,6 +39,10 @@ class Clock(simpy.Environment):
     def __init__(self, initial_time: float = 0.0) -> None:
         super().__init__(initial_time)
         self.queue = self._queue
+
+    # SimPy's ``now`` is a property written in Python; the engine reads it twice per task, so the
+    # same read goes through a C-level getter here (~0.1 us a task of the ~9 us engine cost).
+    now = property(attrgetter("_now"), doc="The current simulated time (seconds).")  # type: ignore[assignment]
 
     def at(self, time: float, event: Timer) -> None:
         """Schedule ``event`` at the absolute ``time``, as SimPy itself pushes entries."""
