@@ -136,10 +136,13 @@ SCALES: dict[str, Scale] = {
         budget={"synthetic": 24, "mnist": 24},
         evals=1,
         overrides={
-            "synthetic": ["clients.count=6", "server.concurrency=3", "server.clients_per_round=3",
-                          "data.mean_samples=30"],
-            "mnist": ["clients.count=6", "server.concurrency=3", "server.clients_per_round=3",
-                      "data.max_samples=300"],
+            "synthetic": [
+                "clients.count=6",
+                "server.concurrency=3",
+                "server.clients_per_round=3",
+                "data.mean_samples=30",
+            ],
+            "mnist": ["clients.count=6", "server.concurrency=3", "server.clients_per_round=3", "data.max_samples=300"],
         },
     ),
     "small": Scale(seeds=None, evals=5),
@@ -200,8 +203,10 @@ def data_available(dataset: str, data: dict[str, Any], base_dir: Path, overrides
     folder = {"mnist": "MNIST/raw", "fashion_mnist": "FashionMNIST/raw", "emnist": "EMNIST/raw"}.get(d["dataset"], "")
     where = root / folder
     if not where.is_dir() or not any(where.iterdir()):
-        return (f"{dataset}: no {d['dataset']} files in {where}; pass --mnist-root DIR (torchvision layout) "
-                "and --download to fetch them")
+        return (
+            f"{dataset}: no {d['dataset']} files in {where}; pass --mnist-root DIR (torchvision layout) "
+            "and --download to fetch them"
+        )
     return None
 
 
@@ -234,16 +239,20 @@ ARM_COST = {"per_fedavg-hf": 4.0, "per_fedavg-fo": 2.5, "fedavg": 1.5, "pfedme":
 """Rough relative cost of a run per algorithm, to start the longest runs of a sweep first."""
 
 
-def blocks_of(ds: str, path: Path, algorithms: list[dict[str, Any]], tune: bool,
-              matched: bool) -> list[tuple[dict[str, Any], str]]:
+def blocks_of(
+    ds: str, path: Path, algorithms: list[dict[str, Any]], tune: bool, matched: bool
+) -> list[tuple[dict[str, Any], str]]:
     """The algorithm blocks of one data set with their step-size labels: the file's blocks, or
     every tuning point of each, or Per-FedAvg HF and FO at each matched point."""
     if matched:
         hf = next((a for a in algorithms if arm_key(a) == "per_fedavg-hf"), None)
         if hf is None:
             raise SystemExit(f"{path}: --matched needs a Per-FedAvg (HF) block in sweep.grid.algorithm")
-        return [({**hf, "variant": v, "alpha": a, "beta": b}, f"alpha={a:g},beta={b:g}")
-                for v in ("hf", "fo") for a, b in MATCHED_GRID[ds]]
+        return [
+            ({**hf, "variant": v, "alpha": a, "beta": b}, f"alpha={a:g},beta={b:g}")
+            for v in ("hf", "fo")
+            for a, b in MATCHED_GRID[ds]
+        ]
     if not tune:
         return [(alg, "") for alg in algorithms]
     out = []
@@ -287,10 +296,13 @@ def plan(
         labels = {value_text(b): (arm_key(b), label) for b, label in blocks}
         base = {k: v for k, v in data.items() if k != "sweep"}
         for mode in data["sweep"]["grid"].get("server.mode", MODES):
-            every = budget + 1 if (tune or matched) else cadence(mode, budget, cohort_of(base, over_ds, mode), scale.evals)
+            every = (
+                budget + 1 if (tune or matched) else cadence(mode, budget, cohort_of(base, over_ds, mode), scale.evals)
+            )
             overrides = [*over_ds, f"server.mode={mode}", f"stop.client_updates={budget}", f"eval.every_steps={every}"]
-            p = plan_sweep(base, {"algorithm": [b for b, _ in blocks]}, n_seeds, overrides, first_seed,
-                           base_dir=base_dir)
+            p = plan_sweep(
+                base, {"algorithm": [b for b, _ in blocks]}, n_seeds, overrides, first_seed, base_dir=base_dir
+            )
             runs = {r.name: labels[value_text(r.overrides["algorithm"])] for r in p.runs}
             # the most expensive first, so that the last runs of a sweep are short ones
             p = replace(p, runs=sorted(p.runs, key=lambda r: -ARM_COST.get(runs[r.name][0], 2.0)))
@@ -304,8 +316,9 @@ def plan(
 # ------------------------------------------------------------------------------------------------
 
 
-def run_parts(parts: list[Part], workers: int, threads: int = 1, quiet: bool = False, force: bool = False,
-              command: str = "") -> list[str]:
+def run_parts(
+    parts: list[Part], workers: int, threads: int = 1, quiet: bool = False, force: bool = False, command: str = ""
+) -> list[str]:
     """Run every sweep, keeping finished runs, ``workers`` runs at a time, each with ``threads``
     torch threads (these models are small: a second intra-op thread buys nothing and, on a loaded
     2-core machine, made runs ~10x slower). Returns the failures, one line each."""
@@ -328,8 +341,14 @@ def run_parts(parts: list[Part], workers: int, threads: int = 1, quiet: bool = F
                 print(f"  {run.status:>9}  {what}  ({detail})", file=sys.stderr)
 
             try:
-                run_sweep(part.plan, part.sweep_dir, backend=backend, progress=report, force=force,
-                          command=command.split() or None)
+                run_sweep(
+                    part.plan,
+                    part.sweep_dir,
+                    backend=backend,
+                    progress=report,
+                    force=force,
+                    command=command.split() or None,
+                )
             except SweepFailedError as exc:  # the other runs are written; rerunning retries the failed
                 failed.append(f"{part.dataset} {part.mode}: {exc.one_line()}")
     return failed
@@ -364,29 +383,37 @@ def collect(parts: Iterable[Part]) -> tuple[Any, Any]:
             dropped = int(man.get("updates_dropped", 0))
             met = res.metrics
             first = met[(met["metric"] == "personalized_accuracy")].sort_values(["client_updates", "sim_time"])
-            rows.append({
-                "dataset": part.dataset,
-                "algorithm": ARM_LABELS.get(arm, arm),
-                "arm": arm,
-                "hyper": label,
-                "mode": part.mode,
-                "seed": seed,
-                "status": res.status,
-                "personalized_accuracy": fm.get("personalized_accuracy", float("nan")),
-                "global_accuracy": fm.get("global_accuracy", float("nan")),
-                "personalized_accuracy_p10": fm.get("personalized_accuracy_p10", float("nan")),
-                "personalized_loss": fm.get("personalized_loss", float("nan")),
-                "client_updates": applied + dropped,
-                "updates_dropped": dropped,
-                "staleness_mean": float(man.get("staleness_mean", 0.0)),
-                "staleness_max": int(man.get("staleness_max", 0)),
-                "sim_time_s": float(man.get("sim_time", float("nan"))),
-                "wall_time_s": float(man.get("wall_time_s", float("nan"))),
-                "personalized_accuracy_start": float(first["value"].iloc[0]) if len(first) else float("nan"),
-            })
+            rows.append(
+                {
+                    "dataset": part.dataset,
+                    "algorithm": ARM_LABELS.get(arm, arm),
+                    "arm": arm,
+                    "hyper": label,
+                    "mode": part.mode,
+                    "seed": seed,
+                    "status": res.status,
+                    "personalized_accuracy": fm.get("personalized_accuracy", float("nan")),
+                    "global_accuracy": fm.get("global_accuracy", float("nan")),
+                    "personalized_accuracy_p10": fm.get("personalized_accuracy_p10", float("nan")),
+                    "personalized_loss": fm.get("personalized_loss", float("nan")),
+                    "client_updates": applied + dropped,
+                    "updates_dropped": dropped,
+                    "staleness_mean": float(man.get("staleness_mean", 0.0)),
+                    "staleness_max": int(man.get("staleness_max", 0)),
+                    "sim_time_s": float(man.get("sim_time", float("nan"))),
+                    "wall_time_s": float(man.get("wall_time_s", float("nan"))),
+                    "personalized_accuracy_start": float(first["value"].iloc[0]) if len(first) else float("nan"),
+                }
+            )
             m = met[met["metric"].isin(METRICS)].copy()
             m["dataset"], m["algorithm"], m["arm"], m["mode"], m["seed"], m["hyper"] = (
-                part.dataset, ARM_LABELS.get(arm, arm), arm, part.mode, seed, label)
+                part.dataset,
+                ARM_LABELS.get(arm, arm),
+                arm,
+                part.mode,
+                seed,
+                label,
+            )
             curves.append(m)
     runs = pd.DataFrame(rows)
     if len(runs):  # the study's order (data set, mode, algorithm), whatever order the runs ran in
@@ -440,29 +467,71 @@ def findings(table: Any) -> list[dict[str, Any]]:
     for (ds, mode), grp in table.groupby(["dataset", "mode"], sort=False):
         by = {r.arm: r for r in grp.itertuples()}
 
-        def claim(text: str, lhs: float, rhs: float, lsd: float, rsd: float, strict: bool,
-                  ds: str = str(ds), mode: str = str(mode)) -> None:
+        def claim(
+            text: str,
+            lhs: float,
+            rhs: float,
+            lsd: float,
+            rsd: float,
+            strict: bool,
+            ds: str = str(ds),
+            mode: str = str(mode),
+        ) -> None:
             if lhs != lhs or rhs != rhs:
                 return
             diff = lhs - rhs
             holds = diff > 0 if strict else diff >= 0
             noise = (lsd if lsd == lsd else 0.0) + (rsd if rsd == rsd else 0.0)
-            out.append({"dataset": ds, "mode": mode, "claim": text, "lhs": lhs, "rhs": rhs, "diff": diff,
-                        "holds": bool(holds), "within_noise": bool(abs(diff) <= noise)})
+            out.append(
+                {
+                    "dataset": ds,
+                    "mode": mode,
+                    "claim": text,
+                    "lhs": lhs,
+                    "rhs": rhs,
+                    "diff": diff,
+                    "holds": bool(holds),
+                    "within_noise": bool(abs(diff) <= noise),
+                }
+            )
 
         hf, fo, fa, pm = (by.get(k) for k in ("per_fedavg-hf", "per_fedavg-fo", "fedavg", "pfedme"))
         if hf is not None and fo is not None:
-            claim("Per-FedAvg (HF) personalized >= Per-FedAvg (FO) personalized", hf.personalized_accuracy,
-                  fo.personalized_accuracy, hf.personalized_accuracy_sd, fo.personalized_accuracy_sd, False)
+            claim(
+                "Per-FedAvg (HF) personalized >= Per-FedAvg (FO) personalized",
+                hf.personalized_accuracy,
+                fo.personalized_accuracy,
+                hf.personalized_accuracy_sd,
+                fo.personalized_accuracy_sd,
+                False,
+            )
         if fo is not None and fa is not None:
-            claim("Per-FedAvg (FO) personalized > FedAvg global", fo.personalized_accuracy, fa.global_accuracy,
-                  fo.personalized_accuracy_sd, fa.global_accuracy_sd, True)
+            claim(
+                "Per-FedAvg (FO) personalized > FedAvg global",
+                fo.personalized_accuracy,
+                fa.global_accuracy,
+                fo.personalized_accuracy_sd,
+                fa.global_accuracy_sd,
+                True,
+            )
         if hf is not None and fa is not None:
-            claim("Per-FedAvg (HF) personalized > FedAvg global", hf.personalized_accuracy, fa.global_accuracy,
-                  hf.personalized_accuracy_sd, fa.global_accuracy_sd, True)
+            claim(
+                "Per-FedAvg (HF) personalized > FedAvg global",
+                hf.personalized_accuracy,
+                fa.global_accuracy,
+                hf.personalized_accuracy_sd,
+                fa.global_accuracy_sd,
+                True,
+            )
         if pm is not None:
-            claim("pFedMe personalized > pFedMe global", pm.personalized_accuracy, pm.global_accuracy,
-                  pm.personalized_accuracy_sd, pm.global_accuracy_sd, True)
+            claim(
+                "pFedMe personalized > pFedMe global",
+                pm.personalized_accuracy,
+                pm.global_accuracy,
+                pm.personalized_accuracy_sd,
+                pm.global_accuracy_sd,
+                True,
+            )
     return out
 
 
@@ -492,9 +561,13 @@ def markdown(table: Any, checks: list[dict[str, Any]], scale: str, command: str,
             f"{r.staleness_mean:.1f} | "
             f"{100 * r.dropped_share:.0f}% | {r.sim_time_s:.0f} |"
         )
-    lines += ["", "## The papers' findings, checked", "",
-              "| data set | mode | claim | left (%) | right (%) | difference (points) | holds |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## The papers' findings, checked",
+        "",
+        "| data set | mode | claim | left (%) | right (%) | difference (points) | holds |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for c in checks:
         verdict = "yes" if c["holds"] else "**no**"
         if c["within_noise"]:
@@ -533,14 +606,20 @@ def figure_accuracy(runs: Any, path: Path) -> Path:
     np.random.seed(0)  # stripplot's jitter draws from numpy's global generator: same figure every time
     long = runs.melt(
         id_vars=["dataset", "algorithm", "arm", "mode", "seed"],
-        value_vars=list(METRICS), var_name="model", value_name="accuracy",
+        value_vars=list(METRICS),
+        var_name="model",
+        value_name="accuracy",
     )
     long["accuracy"] = 100 * long["accuracy"]
     long["model"] = long["model"].map({"personalized_accuracy": PERS, "global_accuracy": GLOB})
     long["panel"] = [f"{DATASET_LABELS.get(d, d)}, {m}" for d, m in zip(long["dataset"], long["mode"], strict=True)]
     order = [ARM_LABELS[a] for a in ARM_ORDER if a in set(runs["arm"])]
-    panels = [f"{DATASET_LABELS.get(d, d)}, {m}" for d in SCENARIOS for m in MODES
-              if ((runs["dataset"] == d) & (runs["mode"] == m)).any()]
+    panels = [
+        f"{DATASET_LABELS.get(d, d)}, {m}"
+        for d in SCENARIOS
+        for m in MODES
+        if ((runs["dataset"] == d) & (runs["mode"] == m)).any()
+    ]
     ncol = 2 if len(panels) > 1 else 1
     nrow = -(-len(panels) // ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.4 * ncol, 2.9 * nrow + 0.6), squeeze=False, sharey=True)
@@ -548,22 +627,49 @@ def figure_accuracy(runs: Any, path: Path) -> Path:
     palette = dict(zip(hue_order, sns.color_palette("deep", 2), strict=True))
     for ax, panel in zip(axes.flat, panels, strict=False):
         sub = long[long["panel"] == panel]
-        sns.barplot(data=sub, x="algorithm", y="accuracy", hue="model", order=order, hue_order=hue_order,
-                    errorbar="sd", capsize=0.15, err_kws={"linewidth": 1.0}, palette=palette, ax=ax, legend=False)
-        sns.stripplot(data=sub, x="algorithm", y="accuracy", hue="model", order=order, hue_order=hue_order,
-                      dodge=True, palette=["black", "black"], size=2.5, alpha=0.6, ax=ax, legend=False)
+        sns.barplot(
+            data=sub,
+            x="algorithm",
+            y="accuracy",
+            hue="model",
+            order=order,
+            hue_order=hue_order,
+            errorbar="sd",
+            capsize=0.15,
+            err_kws={"linewidth": 1.0},
+            palette=palette,
+            ax=ax,
+            legend=False,
+        )
+        sns.stripplot(
+            data=sub,
+            x="algorithm",
+            y="accuracy",
+            hue="model",
+            order=order,
+            hue_order=hue_order,
+            dodge=True,
+            palette=["black", "black"],
+            size=2.5,
+            alpha=0.6,
+            ax=ax,
+            legend=False,
+        )
         ax.set_title(panel, fontsize=9)
         ax.set_xlabel("")
         ax.set_ylabel("final test accuracy (%)")
         ax.set_ylim(0, 100)
         ax.tick_params(axis="x", labelsize=7.5)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     handles = [plt.Rectangle((0, 0), 1, 1, color=palette[h]) for h in hue_order]
     fig.legend(handles, hue_order, loc="lower center", ncol=2, frameon=False, fontsize=8)
     n_seeds = int(runs.groupby(["dataset", "arm", "mode"])["seed"].nunique().max()) if len(runs) else 0
-    fig.suptitle(f"Personalized vs global accuracy after the same client-update budget\n(bars: mean over "
-                 f"{n_seeds} seed{'s' if n_seeds != 1 else ''}, error bars: s.d., dots: single seeds)", fontsize=9)
+    fig.suptitle(
+        f"Personalized vs global accuracy after the same client-update budget\n(bars: mean over "
+        f"{n_seeds} seed{'s' if n_seeds != 1 else ''}, error bars: s.d., dots: single seeds)",
+        fontsize=9,
+    )
     fig.tight_layout(rect=(0, 0.06, 1, 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -581,10 +687,13 @@ def figure_curves(evals: Any, budgets: dict[str, int], evals_per_run: int, path:
     e["updates"] = [round(u / step[d]) * step[d] for u, d in zip(e["client_updates"], e["dataset"], strict=True)]
     e["accuracy"] = 100 * e["value"]
     keep = (e["metric"] == "personalized_accuracy") | (
-        (e["metric"] == "global_accuracy") & e["arm"].isin(["fedavg", "pfedme"]))
+        (e["metric"] == "global_accuracy") & e["arm"].isin(["fedavg", "pfedme"])
+    )
     e = e[keep]
-    e["curve"] = [f"{a}, {'personalized' if m == 'personalized_accuracy' else 'global'}"
-                  for a, m in zip(e["algorithm"], e["metric"], strict=True)]
+    e["curve"] = [
+        f"{a}, {'personalized' if m == 'personalized_accuracy' else 'global'}"
+        for a, m in zip(e["algorithm"], e["metric"], strict=True)
+    ]
     order = [f"{ARM_LABELS[a]}, personalized" for a in ARM_ORDER] + ["FedAvg, global", "pFedMe, global"]
     order = [o for o in order if o in set(e["curve"])]
     colors = dict(zip([ARM_LABELS[a] for a in ARM_ORDER], sns.color_palette("deep", 4), strict=True))
@@ -596,15 +705,27 @@ def figure_curves(evals: Any, budgets: dict[str, int], evals_per_run: int, path:
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.4 * ncol, 2.8 * nrow + 0.8), squeeze=False, sharey=True)
     for ax, (d, m) in zip(axes.flat, panels, strict=False):
         sub = e[(e["dataset"] == d) & (e["mode"] == m)]
-        sns.lineplot(data=sub, x="updates", y="accuracy", hue="curve", style="curve", hue_order=order,
-                     style_order=order, palette=palette, dashes=dashes, errorbar="sd", ax=ax, legend=False,
-                     linewidth=1.3)
+        sns.lineplot(
+            data=sub,
+            x="updates",
+            y="accuracy",
+            hue="curve",
+            style="curve",
+            hue_order=order,
+            style_order=order,
+            palette=palette,
+            dashes=dashes,
+            errorbar="sd",
+            ax=ax,
+            legend=False,
+            linewidth=1.3,
+        )
         ax.set_title(f"{DATASET_LABELS.get(d, d)}, {m}", fontsize=9)
         ax.set_xlabel("client updates received (count)")
         ax.set_ylabel("test accuracy (%)")
         ax.set_ylim(0, 100)
         ax.set_xlim(0, budgets[d])
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     handles = [plt.Line2D([0], [0], color=palette[o], linestyle="--" if o.endswith("global") else "-") for o in order]
     fig.legend(handles, order, loc="lower center", ncol=3, frameon=False, fontsize=7.5)
@@ -629,10 +750,15 @@ def tuning_report(runs: Any, out: Path, command: str) -> dict[str, Path]:
         raise SystemExit("tuning produced no runs")
     runs = runs.copy()
     runs["select_on"] = ["global_accuracy" if a == "fedavg" else "personalized_accuracy" for a in runs["arm"]]
-    runs["score"] = [r[s] if r["status"] == "completed" else float("-inf") for _, r in runs.iterrows()
-                     for s in [r["select_on"]]]
-    wide = runs.pivot_table(index=["dataset", "arm", "hyper"], columns="mode",
-                            values=["personalized_accuracy", "global_accuracy", "score"], aggfunc="mean")
+    runs["score"] = [
+        r[s] if r["status"] == "completed" else float("-inf") for _, r in runs.iterrows() for s in [r["select_on"]]
+    ]
+    wide = runs.pivot_table(
+        index=["dataset", "arm", "hyper"],
+        columns="mode",
+        values=["personalized_accuracy", "global_accuracy", "score"],
+        aggfunc="mean",
+    )
     wide.columns = [f"{a} {b}" for a, b in wide.columns]
     wide = wide.reset_index()
     score_cols = [c for c in wide.columns if c.startswith("score ")]
@@ -643,16 +769,24 @@ def tuning_report(runs: Any, out: Path, command: str) -> dict[str, Path]:
     wide["_a"] = wide["arm"].map(arm_sort)
     wide = wide.sort_values(["dataset", "_a", "hyper"]).drop(columns=["_a", *score_cols])
     wide.to_csv(out / "tuning.csv", index=False)
-    lines = [f"# Step-size tuning (seed {TUNE_SEED})", "", f"Produced by `{command}`.", "",
-             "Selection: best mean over the two server modes of the final personalized accuracy "
-             "(FedAvg: global accuracy). Accuracies in %.", ""]
+    lines = [
+        f"# Step-size tuning (seed {TUNE_SEED})",
+        "",
+        f"Produced by `{command}`.",
+        "",
+        "Selection: best mean over the two server modes of the final personalized accuracy "
+        "(FedAvg: global accuracy). Accuracies in %.",
+        "",
+    ]
     cols = [c for c in wide.columns if c not in ("dataset", "arm", "hyper", "selected", "score")]
     lines.append("| data set | algorithm | step sizes | " + " | ".join(cols) + " | selected |")
     lines.append("|---" * (len(cols) + 4) + "|")
     for d in wide.to_dict("records"):
         vals = " | ".join("n/a" if pd.isna(d[c]) or d[c] == float("-inf") else f"{100 * d[c]:.1f}" for c in cols)
-        lines.append(f"| {d['dataset']} | {ARM_LABELS.get(d['arm'], d['arm'])} | {d['hyper']} | {vals} | "
-                     f"{'**yes**' if d['selected'] else ''} |")
+        lines.append(
+            f"| {d['dataset']} | {ARM_LABELS.get(d['arm'], d['arm'])} | {d['hyper']} | {vals} | "
+            f"{'**yes**' if d['selected'] else ''} |"
+        )
     (out / "tuning.md").write_text("\n".join(lines) + "\n")
     return {"tuning.csv": out / "tuning.csv", "tuning.md": out / "tuning.md"}
 
@@ -660,6 +794,7 @@ def tuning_report(runs: Any, out: Path, command: str) -> dict[str, Path]:
 # ------------------------------------------------------------------------------------------------
 # Matched HF / FO comparison
 # ------------------------------------------------------------------------------------------------
+
 
 def paired(runs: Any) -> Any:
     """Per (data set, mode, step sizes): HF and FO means and their paired difference over seeds.
@@ -674,8 +809,12 @@ def paired(runs: Any) -> Any:
 
     keys = ["dataset", "mode", "hyper", "seed"]
     ok = runs[runs["status"] == "completed"]
-    wide = ok.pivot_table(index=keys, columns="arm",
-                          values=["personalized_accuracy", "global_accuracy", "personalized_loss"], aggfunc="first")
+    wide = ok.pivot_table(
+        index=keys,
+        columns="arm",
+        values=["personalized_accuracy", "global_accuracy", "personalized_loss"],
+        aggfunc="first",
+    )
     rows = []
     for (ds, mode, hyper), grp in wide.groupby(level=[0, 1, 2], sort=False):
         hf = grp[("personalized_accuracy", "per_fedavg-hf")]
@@ -685,16 +824,24 @@ def paired(runs: Any) -> Any:
         lg = (grp[("personalized_loss", "per_fedavg-fo")] - grp[("personalized_loss", "per_fedavg-hf")])[both]
         n = len(d)
         sd = float(np.std(d, ddof=1)) if n > 1 else float("nan")
-        rows.append({
-            "dataset": ds, "mode": mode, "hyper": hyper, "pairs": n,
-            "hf": float(hf[both].mean()), "fo": float(fo[both].mean()),
-            "hf_global": float(grp[("global_accuracy", "per_fedavg-hf")][both].mean()),
-            "fo_global": float(grp[("global_accuracy", "per_fedavg-fo")][both].mean()),
-            "diff": float(d.mean()) if n else float("nan"), "diff_sd": sd,
-            "ci": t_quantile(n - 1) * sd / np.sqrt(n) if n > 1 else float("nan"),
-            "hf_wins": int((d > 0).sum()), "ties": int((d == 0).sum()),
-            "loss_gain": float(lg.mean()) if n else float("nan"),
-        })
+        rows.append(
+            {
+                "dataset": ds,
+                "mode": mode,
+                "hyper": hyper,
+                "pairs": n,
+                "hf": float(hf[both].mean()),
+                "fo": float(fo[both].mean()),
+                "hf_global": float(grp[("global_accuracy", "per_fedavg-hf")][both].mean()),
+                "fo_global": float(grp[("global_accuracy", "per_fedavg-fo")][both].mean()),
+                "diff": float(d.mean()) if n else float("nan"),
+                "diff_sd": sd,
+                "ci": t_quantile(n - 1) * sd / np.sqrt(n) if n > 1 else float("nan"),
+                "hf_wins": int((d > 0).sum()),
+                "ties": int((d == 0).sum()),
+                "loss_gain": float(lg.mean()) if n else float("nan"),
+            }
+        )
     diverged = runs[runs["status"] != "completed"].groupby(["dataset", "mode", "hyper", "arm"]).size()
     out = pd.DataFrame(rows)
     if out.empty:
@@ -704,8 +851,13 @@ def paired(runs: Any) -> Any:
     out["_h"] = [tuple(float(x.split("=")[1]) for x in h.split(",")) for h in out["hyper"]]
     out = out.sort_values(["_d", "_m", "_h"]).drop(columns=["_d", "_m", "_h"]).reset_index(drop=True)
     out["not_completed"] = [
-        ", ".join(f"{a.split('-')[1].upper()} x{int(c)}" for (dd, mm, hh, a), c in diverged.items()
-                  if (dd, mm, hh) == (r["dataset"], r["mode"], r["hyper"])) for r in out.to_dict("records")]
+        ", ".join(
+            f"{a.split('-')[1].upper()} x{int(c)}"
+            for (dd, mm, hh, a), c in diverged.items()
+            if (dd, mm, hh) == (r["dataset"], r["mode"], r["hyper"])
+        )
+        for r in out.to_dict("records")
+    ]
     return out
 
 
@@ -720,14 +872,17 @@ def matched_report(runs: Any, out: Path, command: str) -> dict[str, Path]:
     sig_pos = int(((cells["diff"] - cells["ci"]) > 0).sum())
     sig_neg = int(((cells["diff"] + cells["ci"]) < 0).sum())
     lines = [
-        "# Per-FedAvg HF vs FO at matched step sizes (paired seeds)", "",
-        f"Produced by `{command}`.", "",
+        "# Per-FedAvg HF vs FO at matched step sizes (paired seeds)",
+        "",
+        f"Produced by `{command}`.",
+        "",
         "Both variants run with the same alpha, beta (and batch size, local steps, budget, server) on the "
         "same seeds; a seed gives both the same data, split, system and minibatches D, D' (common random "
         "numbers), so the paired difference HF - FO isolates the Hessian term. Personalized accuracy (%) "
         "after the budget, mean over seeds; *HF - FO*: mean paired difference in points with its 95% "
         "confidence interval (t over seeds); *HF wins*: seeds where HF is strictly ahead; *loss gain*: FO "
-        "minus HF personalized loss (> 0: HF lower).", "",
+        "minus HF personalized loss (> 0: HF lower).",
+        "",
         "| data set | mode | step sizes | pairs | HF pers. | FO pers. | HF - FO (points) | HF wins | loss gain | HF global | FO global | not completed |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -739,11 +894,17 @@ def matched_report(runs: Any, out: Path, command: str) -> dict[str, Path]:
             f"{r['hf_wins']}/{r['pairs']} | {r['loss_gain']:+.3f} | {100 * r['hf_global']:.1f} | "
             f"{100 * r['fo_global']:.1f} | {r['not_completed'] or '-'} |"
         )
-    lines += ["", f"HF >= FO on the mean in {pos} of {len(cells)} settings; HF significantly ahead (95% CI above 0, "
-              f"bold) in {sig_pos}, significantly behind in {sig_neg}."]
+    lines += [
+        "",
+        f"HF >= FO on the mean in {pos} of {len(cells)} settings; HF significantly ahead (95% CI above 0, "
+        f"bold) in {sig_pos}, significantly behind in {sig_neg}.",
+    ]
     (out / "matched.md").write_text("\n".join(lines) + "\n")
-    return {"matched.csv": out / "matched.csv", "matched.md": out / "matched.md",
-            "matched.png": figure_matched(runs, out / "matched.png")}
+    return {
+        "matched.csv": out / "matched.csv",
+        "matched.md": out / "matched.md",
+        "matched.png": figure_matched(runs, out / "matched.png"),
+    }
 
 
 def figure_matched(runs: Any, path: Path) -> Path:
@@ -754,24 +915,56 @@ def figure_matched(runs: Any, path: Path) -> Path:
     plt, sns = _setup_matplotlib()
     np.random.seed(0)
     ok = runs[runs["status"] == "completed"]
-    w = ok.pivot_table(index=["dataset", "mode", "hyper", "seed"], columns="arm",
-                       values="personalized_accuracy", aggfunc="first").dropna().reset_index()
+    w = (
+        ok.pivot_table(
+            index=["dataset", "mode", "hyper", "seed"], columns="arm", values="personalized_accuracy", aggfunc="first"
+        )
+        .dropna()
+        .reset_index()
+    )
     w["HF - FO (points)"] = 100 * (w["per_fedavg-hf"] - w["per_fedavg-fo"])
     datasets = [d for d in SCENARIOS if (w["dataset"] == d).any()]
     fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(4.6 * max(1, len(datasets)), 3.4), squeeze=False)
     for ax, ds in zip(axes.flat, datasets, strict=False):
         sub = w[w["dataset"] == ds]
         order = sorted(set(sub["hyper"]), key=lambda h: [float(x.split("=")[1]) for x in h.split(",")])
-        sns.pointplot(data=sub, x="hyper", y="HF - FO (points)", hue="mode", order=order, hue_order=list(MODES),
-                      dodge=0.3, errorbar=("ci", 95), linestyles="none", markers="D", ax=ax, legend=ds == datasets[0])
-        sns.stripplot(data=sub, x="hyper", y="HF - FO (points)", hue="mode", order=order, hue_order=list(MODES),
-                      dodge=True, palette=["black", "black"], size=2.5, alpha=0.5, ax=ax, legend=False)
+        sns.pointplot(
+            data=sub,
+            x="hyper",
+            y="HF - FO (points)",
+            hue="mode",
+            order=order,
+            hue_order=list(MODES),
+            dodge=0.3,
+            errorbar=("ci", 95),
+            linestyles="none",
+            markers="D",
+            ax=ax,
+            legend=ds == datasets[0],
+        )
+        sns.stripplot(
+            data=sub,
+            x="hyper",
+            y="HF - FO (points)",
+            hue="mode",
+            order=order,
+            hue_order=list(MODES),
+            dodge=True,
+            palette=["black", "black"],
+            size=2.5,
+            alpha=0.5,
+            ax=ax,
+            legend=False,
+        )
         ax.axhline(0.0, color="grey", linewidth=0.8)
         ax.set_title(DATASET_LABELS.get(ds, ds), fontsize=9)
         ax.set_xlabel("step sizes (same for HF and FO)")
         ax.tick_params(axis="x", labelsize=7.5)
-    fig.suptitle("Per-FedAvg: personalized accuracy of HF minus FO, paired by seed\n"
-                 "(dots: seeds; diamonds: mean, bars: bootstrap 95% CI)", fontsize=9)
+    fig.suptitle(
+        "Per-FedAvg: personalized accuracy of HF minus FO, paired by seed\n"
+        "(dots: seeds; diamonds: mean, bars: bootstrap 95% CI)",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -863,23 +1056,39 @@ def parse_sets(items: Sequence[str]) -> dict[str, list[str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Personalization study: Per-FedAvg (HF, FO), FedAvg, pFedMe; sync and async.")
+    p = argparse.ArgumentParser(
+        description="Personalization study: Per-FedAvg (HF, FO), FedAvg, pFedMe; sync and async."
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder (runs/ inside it, tables and figures beside)")
     p.add_argument("--scale", choices=list(SCALES), default="small")
     p.add_argument("--seeds", type=int, default=None, help="seeds per setting (default: the scale's / the file's)")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="runs at once (processes)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     p.add_argument("--datasets", default=",".join(SCENARIOS), help="comma-separated subset of: " + ", ".join(SCENARIOS))
-    p.add_argument("--mnist-root", default=None, help="folder holding MNIST/raw/ (torchvision layout); default: the scenario's")
+    p.add_argument(
+        "--mnist-root", default=None, help="folder holding MNIST/raw/ (torchvision layout); default: the scenario's"
+    )
     p.add_argument("--download", action="store_true", help="let torchvision download MNIST into --mnist-root")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="[DATASET:]KEY=VALUE",
-                   help="extra scenario override, e.g. mnist:clients.count=20 (no prefix: both data sets)")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="[DATASET:]KEY=VALUE",
+        help="extra scenario override, e.g. mnist:clients.count=20 (no prefix: both data sets)",
+    )
     p.add_argument("--tune", action="store_true", help="run the step-size grid instead (tuning.csv / tuning.md)")
-    p.add_argument("--matched", action="store_true",
-                   help="run Per-FedAvg HF and FO at the same step sizes (MATCHED_GRID), paired by seed "
-                        "(matched.csv / matched.md / matched.png)")
-    p.add_argument("--force", action="store_true",
-                   help="rerun every run, also finished ones and runs of a different setting in --out")
+    p.add_argument(
+        "--matched",
+        action="store_true",
+        help="run Per-FedAvg HF and FO at the same step sizes (MATCHED_GRID), paired by seed "
+        "(matched.csv / matched.md / matched.png)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="rerun every run, also finished ones and runs of a different setting in --out",
+    )
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     extra = parse_sets(args.sets)
@@ -892,8 +1101,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     from asyncfl.errors import AsyncFLError
 
     try:
-        written = run_study(args.out, args.scale, args.seeds, args.workers, datasets, extra, args.tune,
-                            args.quiet, command.strip(), args.threads, args.matched, args.force)
+        written = run_study(
+            args.out,
+            args.scale,
+            args.seeds,
+            args.workers,
+            datasets,
+            extra,
+            args.tune,
+            args.quiet,
+            command.strip(),
+            args.threads,
+            args.matched,
+            args.force,
+        )
     except AsyncFLError as exc:
         print(f"personalization_study: error: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code

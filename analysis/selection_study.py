@@ -140,7 +140,9 @@ def overcommit(sizes: np.ndarray) -> None:
         ax = axes[1, j]
         ax.hist(durations, bins=np.logspace(np.log10(0.5), np.log10(top * 1.05), 60), color="tab:green")
         ax.set_xscale("log")
-        ax.set_xlabel(f"round duration, s (mean {np.mean(durations):.1f}, max {max(durations):.0f}; {dropped} discarded)")
+        ax.set_xlabel(
+            f"round duration, s (mean {np.mean(durations):.1f}, max {max(durations):.0f}; {dropped} discarded)"
+        )
     axes[0, 0].set_ylabel("share of applied updates")
     axes[1, 0].set_ylabel("rounds")
     fig.suptitle(f"Sync rounds of 10 from {N} clients (lognormal speeds, sigma 1), {rounds} rounds, seed {SEED}")

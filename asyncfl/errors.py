@@ -72,8 +72,22 @@ class DiskFullError(AsyncFLError):
 DISK_FULL_ERRNOS = frozenset({_errno.ENOSPC, getattr(_errno, "EDQUOT", _errno.ENOSPC)})
 USER_ERRNOS = frozenset(
     getattr(_errno, name)
-    for name in ("EACCES", "EPERM", "EROFS", "ENOENT", "ENOTDIR", "EISDIR", "ELOOP", "ENAMETOOLONG", "EEXIST",
-                 "EFBIG", "ENOTEMPTY", "EXDEV", "ETXTBSY", "EMLINK")
+    for name in (
+        "EACCES",
+        "EPERM",
+        "EROFS",
+        "ENOENT",
+        "ENOTDIR",
+        "EISDIR",
+        "ELOOP",
+        "ENAMETOOLONG",
+        "EEXIST",
+        "EFBIG",
+        "ENOTEMPTY",
+        "EXDEV",
+        "ETXTBSY",
+        "EMLINK",
+    )
     if hasattr(_errno, name)
 )
 """OSErrors a user causes with a path or a file system (read-only, permission, a file where a

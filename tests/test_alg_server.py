@@ -70,7 +70,11 @@ def test_fedasync_single_update_is_the_convex_mix() -> None:
 def test_fedbuff_uniform_staleness_weighted_coefficients() -> None:
     """FedBuff: x <- x + eta_g (1/K) sum_k s(tau_k) Delta_k, here K = 3, eta_g = 2, s polynomial(1)."""
     server = ServerConfig(
-        mode="buffered", buffer_size=3, concurrency=3, lr=2.0, aggregation="uniform",
+        mode="buffered",
+        buffer_size=3,
+        concurrency=3,
+        lr=2.0,
+        aggregation="uniform",
         staleness_weight=PolynomialWeight(a=1.0),
     )
     rule = server_rule(server, "delta")

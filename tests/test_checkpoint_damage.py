@@ -523,13 +523,15 @@ def test_resume_refuses_a_checkpoint_folder_that_is_a_symlink(
     assert _files(elsewhere) == before
 
 
-def test_resume_removes_temporary_files_a_killed_writer_left(
-    runs: dict[str, Path], tmp_path: Path
-) -> None:
+def test_resume_removes_temporary_files_a_killed_writer_left(runs: dict[str, Path], tmp_path: Path) -> None:
     """They used to stay even after a successful resume."""
     d = _copy(runs, tmp_path)
-    for rel in (".events.csv.tmp-99999", ".manifest.json.tmp-1", "checkpoint/.tensors-4.pt.tmp-42",
-                "checkpoint/.state-4.json.tmp-42"):
+    for rel in (
+        ".events.csv.tmp-99999",
+        ".manifest.json.tmp-1",
+        "checkpoint/.tensors-4.pt.tmp-42",
+        "checkpoint/.state-4.json.tmp-42",
+    ):
         (d / rel).write_bytes(b"half")
     (d / "mine.tmp-1").write_bytes(b"a user's file: not ours to remove")
     asyncfl.resume(d)

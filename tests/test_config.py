@@ -177,18 +177,28 @@ def test_an_empty_scenario_file_is_an_error(tmp_path) -> None:
     ("text", "message"),
     [
         ("algorithm: {lr: true}", "algorithm.lr: expected a number, got a boolean (true)"),
-        ("algorithm: {lr: '0.05'}", "algorithm.lr: expected a number, got a string ('0.05'); write numbers without quotes"),
+        (
+            "algorithm: {lr: '0.05'}",
+            "algorithm.lr: expected a number, got a string ('0.05'); write numbers without quotes",
+        ),
         ("data: {dataset: mnist, download: 0}", "data.download: expected true or false, got an integer (0)"),
         ("eval: {grad_norm: 'yes'}", "eval.grad_norm: expected true or false, got a string ('yes')"),
         ("clients: {count: 3.0}", "clients.count: expected an integer, got a float (3.0)"),
-        ("server: {max_staleness: '4'}", "server.max_staleness: expected an integer, got a string ('4'); write numbers without quotes"),
+        (
+            "server: {max_staleness: '4'}",
+            "server.max_staleness: expected an integer, got a string ('4'); write numbers without quotes",
+        ),
         ("seed: false", "seed: expected an integer, got a boolean (false)"),
         ("model: {name: mlp, hidden: [80, true]}", "model.hidden.1: expected an integer, got a boolean (true)"),
         ("name: 12", "name: expected a string, got an integer (12)"),
-        ("system: {network: {latency: true}}",
-         "system.network.latency: expected a mapping, a number >= 0 or one of constant, pareto, got a boolean (true)"),
-        ("server: {staleness_weight: 3}",
-         "server.staleness_weight: expected a mapping or one of constant, polynomial, hinge, exponential, got an integer (3)"),
+        (
+            "system: {network: {latency: true}}",
+            "system.network.latency: expected a mapping, a number >= 0 or one of constant, pareto, got a boolean (true)",
+        ),
+        (
+            "server: {staleness_weight: 3}",
+            "server.staleness_weight: expected a mapping or one of constant, polynomial, hinge, exponential, got an integer (3)",
+        ),
     ],
 )
 def test_wrong_types_are_refused_naming_the_key_and_the_type(text: str, message: str) -> None:
@@ -234,9 +244,11 @@ def _cli_timed(*args: str, limit: float) -> tuple[int, str]:
     return r.returncode, r.stderr
 
 
-ALIAS_BOMB = "[" + ", ".join(
-    ["&a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"] + [f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
-) + "]"
+ALIAS_BOMB = (
+    "["
+    + ", ".join(["&a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"] + [f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)])
+    + "]"
+)
 """~430 million values once expanded, 400 characters written."""
 
 
@@ -254,7 +266,9 @@ def test_huge_sweep_grid_in_a_scenario_file_is_refused_at_once(tmp_path) -> None
         assert code == 2 and err.count("\n") == 1, err
         assert "larger than 1,048,576 bytes" in err
     # under the file limit, over the value limit: still one line, at once
-    (tmp_path / "mid.yaml").write_text("stop: {server_steps: 2}\nsweep:\n  grid:\n    a: [" + ", ".join(["1"] * 200_000) + "]\n")
+    (tmp_path / "mid.yaml").write_text(
+        "stop: {server_steps: 2}\nsweep:\n  grid:\n    a: [" + ", ".join(["1"] * 200_000) + "]\n"
+    )
     code, err = _cli_timed("validate", str(tmp_path / "mid.yaml"), limit=15.0)
     assert code == 2 and "more than 100,000 values" in err and err.count("\n") == 1, err
 
@@ -264,8 +278,16 @@ def test_alias_bomb_in_grid_and_set_values_is_refused_at_once(tmp_path) -> None:
     to files only). Now --grid and --set values have the files' limits."""
     scen = tmp_path / "s.yaml"
     scen.write_text("stop: {server_steps: 2}\nclients: {count: 5}\nserver: {concurrency: 2}\n")
-    code, err = _cli_timed("sweep", str(scen), "--out", str(tmp_path / "o"), "--dry-run",
-                           "--grid", f"algorithm.lr={ALIAS_BOMB}", limit=15.0)
+    code, err = _cli_timed(
+        "sweep",
+        str(scen),
+        "--out",
+        str(tmp_path / "o"),
+        "--dry-run",
+        "--grid",
+        f"algorithm.lr={ALIAS_BOMB}",
+        limit=15.0,
+    )
     assert code == 2 and err.count("\n") == 1, err
     assert "algorithm.lr: --grid value: more than 10,000 values (after expanding YAML aliases)" in err
     code, err = _cli_timed("validate", str(scen), "--set", f"algorithm.lr={ALIAS_BOMB}", limit=15.0)
@@ -282,17 +304,37 @@ def test_grid_and_set_limits_in_process() -> None:
         (lambda: parse_grid([f"algorithm.lr={ALIAS_BOMB}"]), r"^algorithm\.lr: --grid value: more than 10,000"),
         (lambda: parse_grid(["a=" + "[" * 40 + "]" * 40]), r"^a: --grid value: nested too deeply"),
         (lambda: parse_grid(["a=" + ",".join(["1"] * 40_000)]), r"^a: --grid item longer than 65,536 characters"),
-        (lambda: parse_grid(["a=" + ",".join(map(str, range(10_001)))]), r"^a: --grid lists 10,001 values; a sweep runs at most 10,000"),
+        (
+            lambda: parse_grid(["a=" + ",".join(map(str, range(10_001)))]),
+            r"^a: --grid lists 10,001 values; a sweep runs at most 10,000",
+        ),
         (lambda: parse_grid([f"k{i}=1" for i in range(65)]), r"^k64: more than 64 --grid keys"),
-        (lambda: parse_grid([f"b{i}=[" + ", ".join(["&x [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"] + ["*x"] * 899) + "]"
-                             for i in range(12)]),  # 9,901 values each: 12 keys hold 118,812
-         r"^b10: --grid values hold more than 100,000 values in all"),
+        (
+            lambda: parse_grid(
+                [f"b{i}=[" + ", ".join(["&x [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"] + ["*x"] * 899) + "]" for i in range(12)]
+            ),  # 9,901 values each: 12 keys hold 118,812
+            r"^b10: --grid values hold more than 100,000 values in all",
+        ),
         (lambda: parse_override("a=" + "x" * 20_000), r"^a: --set value longer than 16,384 characters"),
         (lambda: parse_override("a" * 300 + "=1"), r"no scenario key is longer than 200 characters"),
-        (lambda: plan_sweep(base, ["algorithm.lr=0.1,0.2"], seeds=10**9), r"sweep of 2,000,000,000 runs \(2 grid points x 1,000,000,000 seed\(s\)\)"),
-        (lambda: plan_sweep(base, ["algorithm.lr=" + ",".join(f"0.{i:03d}" for i in range(1, 101)),
-                                   "server.lr=" + ",".join(f"0.{i:03d}" for i in range(1, 102))]), r"sweep of 10,100 runs"),
-        (lambda: plan_sweep({**base, "sweep": {"grid": {"algorithm.lr": [0.1] * 5_000_000}}}), r"^scenario mapping: more than 100,000 values$"),
+        (
+            lambda: plan_sweep(base, ["algorithm.lr=0.1,0.2"], seeds=10**9),
+            r"sweep of 2,000,000,000 runs \(2 grid points x 1,000,000,000 seed\(s\)\)",
+        ),
+        (
+            lambda: plan_sweep(
+                base,
+                [
+                    "algorithm.lr=" + ",".join(f"0.{i:03d}" for i in range(1, 101)),
+                    "server.lr=" + ",".join(f"0.{i:03d}" for i in range(1, 102)),
+                ],
+            ),
+            r"sweep of 10,100 runs",
+        ),
+        (
+            lambda: plan_sweep({**base, "sweep": {"grid": {"algorithm.lr": [0.1] * 5_000_000}}}),
+            r"^scenario mapping: more than 100,000 values$",
+        ),
     ]
     for call, pattern in cases:
         t0 = time.perf_counter()

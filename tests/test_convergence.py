@@ -34,10 +34,24 @@ from asyncfl.errors import DivergedError
 SPREAD = 0.02
 TARGET = 1e-3
 ALGORITHMS: dict[str, dict[str, Any]] = {
-    "per_fedavg": {"name": "per_fedavg", "variant": "hf", "alpha": 0.05, "beta": 0.03, "delta": 1e-3,
-                   "local_steps": 2, "batch_size": None},
-    "pfedme": {"name": "pfedme", "lam": 5.0, "inner_steps": 10, "personal_lr": 0.1, "eta": 0.03,
-               "local_rounds": 2, "batch_size": None},
+    "per_fedavg": {
+        "name": "per_fedavg",
+        "variant": "hf",
+        "alpha": 0.05,
+        "beta": 0.03,
+        "delta": 1e-3,
+        "local_steps": 2,
+        "batch_size": None,
+    },
+    "pfedme": {
+        "name": "pfedme",
+        "lam": 5.0,
+        "inner_steps": 10,
+        "personal_lr": 0.1,
+        "eta": 0.03,
+        "local_rounds": 2,
+        "batch_size": None,
+    },
 }
 
 

@@ -55,10 +55,14 @@ DAMAGE: dict[str, tuple[str, Callable[[bytes], bytes]]] = {
     "manifest-deep-inside": ("manifest.json", lambda b: b[:-2] + b', "x": ' + b"[" * 100000 + b"]" * 100000 + b"}\n"),
     "manifest-5000-digit-number": ("manifest.json", lambda b: _long_number(b.decode()).encode()),
     "manifest-binary": ("manifest.json", lambda b: b"\xff\xfe" + b),
-    "manifest-files-a-list": ("manifest.json",
-                              lambda b: json.dumps({**json.loads(b), "files": ["metrics.csv"]}).encode()),
-    "manifest-final-metrics-a-string": ("manifest.json",
-                                        lambda b: json.dumps({**json.loads(b), "final_metrics": "x"}).encode()),
+    "manifest-files-a-list": (
+        "manifest.json",
+        lambda b: json.dumps({**json.loads(b), "files": ["metrics.csv"]}).encode(),
+    ),
+    "manifest-final-metrics-a-string": (
+        "manifest.json",
+        lambda b: json.dumps({**json.loads(b), "final_metrics": "x"}).encode(),
+    ),
     "manifest-seed-a-list": ("manifest.json", lambda b: json.dumps({**json.loads(b), "seed": [1]}).encode()),
 }
 
@@ -90,8 +94,13 @@ def test_damaged_run_directory_is_one_line_exit_2(
 
 @pytest.mark.parametrize(
     "content",
-    [b"[" * 100000 + b"]" * 100000, b'{"runs": [], "x": ' + b"1" * 5000 + b"}", b"\xff\xfe\x00garbage",
-     b'{"runs": [1, 2]}', b'{"runs": [], "grid": [1]}'],
+    [
+        b"[" * 100000 + b"]" * 100000,
+        b'{"runs": [], "x": ' + b"1" * 5000 + b"}",
+        b"\xff\xfe\x00garbage",
+        b'{"runs": [1, 2]}',
+        b'{"runs": [], "grid": [1]}',
+    ],
 )
 @pytest.mark.parametrize("command", ["plot", "report"])
 def test_damaged_sweep_json_is_one_line_exit_2(
@@ -100,8 +109,11 @@ def test_damaged_sweep_json_is_one_line_exit_2(
     sweep = tmp_path / "sweep"
     sweep.mkdir()
     (sweep / "sweep.json").write_bytes(content)
-    args = (["plot", str(sweep), "--kind", "convergence", "--out", str(tmp_path / "f.png")] if command == "plot"
-            else ["report", str(sweep), "--out", str(tmp_path / "r.md")])
+    args = (
+        ["plot", str(sweep), "--kind", "convergence", "--out", str(tmp_path / "f.png")]
+        if command == "plot"
+        else ["report", str(sweep), "--out", str(tmp_path / "r.md")]
+    )
     code, err = _cli(args, capsys)
     _one_line(code, err, str(sweep / "sweep.json"))
 
@@ -153,8 +165,13 @@ def test_json_depth_is_linear_on_unclosed_strings() -> None:
 
 @pytest.mark.parametrize(
     ("data", "reason"),
-    [(b"[" * 65 + b"]" * 65, "nested more than 64"), (b"[" + b"1" * 101 + b"]", "number of 101 characters"),
-     (b"[1." + b"5" * 100 + b"]", "number of 102 characters"), (b"\xff", "not UTF-8"), (b"{", "not valid JSON")],
+    [
+        (b"[" * 65 + b"]" * 65, "nested more than 64"),
+        (b"[" + b"1" * 101 + b"]", "number of 101 characters"),
+        (b"[1." + b"5" * 100 + b"]", "number of 102 characters"),
+        (b"\xff", "not UTF-8"),
+        (b"{", "not valid JSON"),
+    ],
 )
 def test_loads_json_refuses(data: bytes, reason: str) -> None:
     with pytest.raises(InputLimitError, match=reason):
@@ -174,8 +191,12 @@ def _leaf_scenario(tmp_path: Path) -> Path:
     from asyncfl.data.fake import write_fake_leaf
 
     root = write_fake_leaf(tmp_path / "femnist", "femnist", users=6)
-    data = {**TINY, "data": {"dataset": "leaf", "task": "femnist", "root": str(root)}, "model": {"name": "logreg"},
-            "clients": {"count": 4}}
+    data = {
+        **TINY,
+        "data": {"dataset": "leaf", "task": "femnist", "root": str(root)},
+        "model": {"name": "logreg"},
+        "clients": {"count": 4},
+    }
     return write_scenario(tmp_path / "leaf.yaml", data)
 
 

@@ -14,8 +14,16 @@ from asyncfl.data.fake import write_fake_idx_dataset, write_fake_leaf
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = str(ROOT / "scenarios" / "quickstart.yaml")
-SMALL = ["--set", "clients.count=10", "--set", "server.concurrency=4", "--set", "stop.server_steps=4",
-         "--set", "eval.every_steps=4"]
+SMALL = [
+    "--set",
+    "clients.count=10",
+    "--set",
+    "server.concurrency=4",
+    "--set",
+    "stop.server_steps=4",
+    "--set",
+    "eval.every_steps=4",
+]
 
 
 def test_quickstart_switches_to_mnist_dirichlet_cnn(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -23,9 +31,28 @@ def test_quickstart_switches_to_mnist_dirichlet_cnn(tmp_path: Path, capsys: pyte
     synthetic-only keys of the quickstart give way."""
     root = tmp_path / "data"
     write_fake_idx_dataset(root, "mnist", n_train=300, n_test=60)
-    code = main(["run", QUICK, "--out", str(tmp_path / "r"), "--quiet", "--set", "data.dataset=mnist",
-                 "--set", f"data.root={root}", "--set", "data.partition=dirichlet", "--set", "model.name=cnn",
-                 "--set", "model.channels=[4, 8]", "--set", "model.hidden=16", *SMALL])
+    code = main(
+        [
+            "run",
+            QUICK,
+            "--out",
+            str(tmp_path / "r"),
+            "--quiet",
+            "--set",
+            "data.dataset=mnist",
+            "--set",
+            f"data.root={root}",
+            "--set",
+            "data.partition=dirichlet",
+            "--set",
+            "model.name=cnn",
+            "--set",
+            "model.channels=[4, 8]",
+            "--set",
+            "model.hidden=16",
+            *SMALL,
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     res = asyncfl.load_run(tmp_path / "r")
     assert res.status == "completed"
@@ -33,8 +60,22 @@ def test_quickstart_switches_to_mnist_dirichlet_cnn(tmp_path: Path, capsys: pyte
 
 
 def test_missing_data_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["run", QUICK, "--out", str(tmp_path / "r"), "--quiet", "--set", "data.dataset=fashion_mnist",
-                 "--set", f"data.root={tmp_path / 'nowhere'}", "--set", "model.name=mlp", *SMALL])
+    code = main(
+        [
+            "run",
+            QUICK,
+            "--out",
+            str(tmp_path / "r"),
+            "--quiet",
+            "--set",
+            "data.dataset=fashion_mnist",
+            "--set",
+            f"data.root={tmp_path / 'nowhere'}",
+            "--set",
+            "model.name=mlp",
+            *SMALL,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert "nowhere" in err and "download" in err

@@ -47,7 +47,16 @@ def test_synthetic_in_place_build_equals_pool_then_pack(kw: dict[str, object]) -
     train, test = split_clients(parts, y, cfg.test_fraction, 7)
     ref = pack(x, y, train, test, num_classes=cfg.classes, input_shape=(cfg.dimension,), name="ref", extras=extras)
     got = build_data(cfg, 23, 7, HERE)
-    for field in ("train_x", "train_y", "train_offsets", "train_sizes", "test_x", "test_y", "test_offsets", "test_sizes"):
+    for field in (
+        "train_x",
+        "train_y",
+        "train_offsets",
+        "train_sizes",
+        "test_x",
+        "test_y",
+        "test_offsets",
+        "test_sizes",
+    ):
         assert torch.equal(getattr(got, field), getattr(ref, field)), field
     assert got.global_x is got.test_x and got.global_y is got.test_y
     for key in ("W", "b", "v", "train_index", "test_index"):

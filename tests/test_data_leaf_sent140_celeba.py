@@ -28,8 +28,20 @@ from asyncfl.models.char_lstm import CharLSTM
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = str(ROOT / "scenarios" / "quickstart.yaml")
-TINY_RUN = ["--set", "clients.count=4", "--set", "server.concurrency=2", "--set", "stop.server_steps=4",
-            "--set", "eval.every_steps=4", "--set", "algorithm.local_steps=2", "--set", "algorithm.batch_size=8"]
+TINY_RUN = [
+    "--set",
+    "clients.count=4",
+    "--set",
+    "server.concurrency=2",
+    "--set",
+    "stop.server_steps=4",
+    "--set",
+    "eval.every_steps=4",
+    "--set",
+    "algorithm.local_steps=2",
+    "--set",
+    "algorithm.batch_size=8",
+]
 
 
 def _blobs(root: Path, split: str) -> list[dict[str, Any]]:
@@ -56,8 +68,22 @@ def _rewrite_first(root: Path, split: str, edit: Any) -> None:
 def test_tokenizer_and_word_ids_by_hand() -> None:
     line = "I can't believe it's SO good!!! Really, good; #yay :)"
     # LEAF's regex on the lowercased text: ':' ')' '#' are dropped, '!' stands alone
-    assert split_line(line) == ["i", "can't", "believe", "it's", "so", "good", "!", "!", "!", "really", ",",
-                                "good", ";", "yay"]
+    assert split_line(line) == [
+        "i",
+        "can't",
+        "believe",
+        "it's",
+        "so",
+        "good",
+        "!",
+        "!",
+        "!",
+        "really",
+        ",",
+        "good",
+        ";",
+        "yay",
+    ]
     assert split_line(line) == [t.lower() for t in re.findall(r"[\w']+|[.,!?;]", line)]
     # counts: good 2, i 2, a 1, b 1, so 1 -> by count, ties by token; vocab_size 4 drops "so"
     vocab = build_vocab(["good good i", "I so", "b a"], 4)
@@ -163,8 +189,11 @@ def test_sent140_models(tmp_path: Path) -> None:
     model = build_model(CharLSTMModel(embedding=4, hidden=8, layers=1), d)
     assert cast(CharLSTM, model.module).embed.num_embeddings == d.vocab_size  # module: typed nn.Module
     assert model.module(d.train_x[:5]).shape == (5, 2)
-    for cfg, match in ((MLPModel(), "mlp needs float features"), (LogRegModel(), "logreg needs float features"),
-                       (CNNModel(), "cnn needs images")):
+    for cfg, match in (
+        (MLPModel(), "mlp needs float features"),
+        (LogRegModel(), "logreg needs float features"),
+        (CNNModel(), "cnn needs images"),
+    ):
         with pytest.raises(ScenarioError, match=match) as info:
             build_model(cfg, d)
         assert "\n" not in str(info.value) and "leaf-sent140" in str(info.value)
@@ -250,9 +279,26 @@ def test_celeba_missing_image_is_one_line_exit_2(tmp_path: Path, capsys: pytest.
     root = write_fake_leaf(tmp_path / "leaf", "celeba", users=4, train_per_user=(3, 4), test_per_user=(1, 1))
     name = _user_data(root, "test")["0002"]["x"][0]
     (root / "raw" / "img_align_celeba" / name).unlink()
-    code = main(["run", QUICK, "--out", str(tmp_path / "r"), "--quiet", "--set", "data.dataset=leaf",
-                 "--set", "data.task=celeba", "--set", f"data.root={root}", "--set", "data.image_size=16",
-                 "--set", "model.name=cnn", *TINY_RUN])
+    code = main(
+        [
+            "run",
+            QUICK,
+            "--out",
+            str(tmp_path / "r"),
+            "--quiet",
+            "--set",
+            "data.dataset=leaf",
+            "--set",
+            "data.task=celeba",
+            "--set",
+            f"data.root={root}",
+            "--set",
+            "data.image_size=16",
+            "--set",
+            "model.name=cnn",
+            *TINY_RUN,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert "data.images" in err and name in err and str(root / "raw" / "img_align_celeba" / name) in err
@@ -267,10 +313,29 @@ def test_celeba_missing_image_is_one_line_exit_2(tmp_path: Path, capsys: pytest.
 def test_data_describe(task: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = write_fake_leaf(tmp_path / "leaf", task, users=5, train_per_user=(3, 6), test_per_user=(1, 2))
     fig = tmp_path / "split.png"
-    code = main(["data", "describe", QUICK, "--figure", str(fig), "--set", "clients.count=5",
-                 "--set", "server.concurrency=2", "--set", "data.dataset=leaf", "--set", f"data.task={task}",
-                 "--set", f"data.root={root}", "--set", "data.image_size=16",
-                 "--set", f"model.name={'char_lstm' if task == 'sent140' else 'cnn'}"])
+    code = main(
+        [
+            "data",
+            "describe",
+            QUICK,
+            "--figure",
+            str(fig),
+            "--set",
+            "clients.count=5",
+            "--set",
+            "server.concurrency=2",
+            "--set",
+            "data.dataset=leaf",
+            "--set",
+            f"data.task={task}",
+            "--set",
+            f"data.root={root}",
+            "--set",
+            "data.image_size=16",
+            "--set",
+            f"model.name={'char_lstm' if task == 'sent140' else 'cnn'}",
+        ]
+    )
     out = capsys.readouterr()
     assert code == 0, out.err
     assert f"leaf-{task}" in out.out and "classes       2" in out.out and fig.stat().st_size > 1000
@@ -280,10 +345,32 @@ def test_data_describe(task: str, tmp_path: Path, capsys: pytest.CaptureFixture[
 @pytest.mark.parametrize("dense", [0, 4])
 def test_run_sent140_char_lstm(tmp_path: Path, capsys: pytest.CaptureFixture[str], dense: int) -> None:
     root = write_fake_leaf(tmp_path / "leaf", "sent140", users=6)
-    code = main(["run", QUICK, "--out", str(tmp_path / "r"), "--quiet", "--set", "data.dataset=leaf",
-                 "--set", "data.task=sent140", "--set", f"data.root={root}", "--set", "model.name=char_lstm",
-                 "--set", "model.embedding=8", "--set", "model.hidden=16", "--set", "model.layers=1",
-                 "--set", f"model.dense={dense}", *TINY_RUN])
+    code = main(
+        [
+            "run",
+            QUICK,
+            "--out",
+            str(tmp_path / "r"),
+            "--quiet",
+            "--set",
+            "data.dataset=leaf",
+            "--set",
+            "data.task=sent140",
+            "--set",
+            f"data.root={root}",
+            "--set",
+            "model.name=char_lstm",
+            "--set",
+            "model.embedding=8",
+            "--set",
+            "model.hidden=16",
+            "--set",
+            "model.layers=1",
+            "--set",
+            f"model.dense={dense}",
+            *TINY_RUN,
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     res = asyncfl.load_run(tmp_path / "r")
     assert res.status == "completed"
@@ -300,8 +387,7 @@ def test_run_celeba_cnn(tmp_path: Path, size: int) -> None:
     write_fake_leaf(tmp_path / "celeba", "celeba", users=4, train_per_user=(3, 5), test_per_user=(1, 2))
     (tmp_path / "celeba" / "raw" / "img_align_celeba").rename(tmp_path / "faces")
     scenario = read_yaml(QUICK)  # the scenario loader: 2.0e6 is a float (YAML 1.2), not a string
-    scenario["data"] = {"dataset": "leaf", "task": "celeba", "root": "celeba", "images": "faces",
-                        "image_size": size}
+    scenario["data"] = {"dataset": "leaf", "task": "celeba", "root": "celeba", "images": "faces", "image_size": size}
     scenario["model"] = {"name": "cnn", "channels": [4, 8], "hidden": 16}
     scenario["clients"] = {"count": 4}
     scenario["server"].update(concurrency=2)

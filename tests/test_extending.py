@@ -298,7 +298,7 @@ def test_toy_components_run_a_scenario(toys: None) -> None:
     # s(tau) = 2^(-tau): powers of two, exact through the CSV
     applied = ev[ev["status"] == "applied"]
     assert (applied["staleness"] > 0).any()
-    assert applied["weight"].tolist() == [2.0 ** -t for t in applied["staleness"]]
+    assert applied["weight"].tolist() == [2.0**-t for t in applied["staleness"]]
     # gd is FedAvg's rule with full-batch steps: the same run, number for number
     fedavg = {**SCENARIO, "algorithm": {"name": "fedavg", "lr": 0.2, "local_steps": 2, "batch_size": None}}
     twin = asyncfl.run(fedavg)

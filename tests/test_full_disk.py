@@ -103,8 +103,11 @@ def _enospc_after(monkeypatch: pytest.MonkeyPatch, under: Path, n: int, code: in
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd to tell files apart")
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 5, 9, 14, 20, 28])
 def test_simulated_full_disk_mid_run_leaves_no_temporary_file_and_resumes_identically(
-    reference: tuple[Path, dict[str, bytes]], tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch, n: int,
+    reference: tuple[Path, dict[str, bytes]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    n: int,
 ) -> None:
     scen, ref = reference
     out = tmp_path / "run"
@@ -120,8 +123,11 @@ def test_simulated_full_disk_mid_run_leaves_no_temporary_file_and_resumes_identi
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd to tell files apart")
 @pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES, getattr(errno, "EDQUOT", errno.ENOSPC)])
 def test_read_only_forbidden_or_over_quota_mid_run_is_one_line_and_resumable(
-    reference: tuple[Path, dict[str, bytes]], tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch, code: int,
+    reference: tuple[Path, dict[str, bytes]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    code: int,
 ) -> None:
     """A file system turned read-only, a permission taken away (exit 2) or a used-up quota (exit 4)
     in the middle of a run: one line naming the file, no temporary file, and the run resumes."""
@@ -207,7 +213,10 @@ def test_tmpfs_full_mid_run_leaves_no_temporary_file_and_resumes_byte_identical(
 
 
 def test_tmpfs_full_in_data_describe_plot_and_report(
-    reference: tuple[Path, dict[str, bytes]], tmpfs: Path, tmp_path: Path, tiny_file: Path,
+    reference: tuple[Path, dict[str, bytes]],
+    tmpfs: Path,
+    tmp_path: Path,
+    tiny_file: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     scen, _ = reference

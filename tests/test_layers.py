@@ -17,7 +17,13 @@ def _modules_after_import(module: str) -> set[str]:
 
 @pytest.mark.parametrize(
     "module",
-    ["asyncfl.sim.engine", "asyncfl.sim.system", "asyncfl.sim.availability", "asyncfl.sim.distributions", "asyncfl.rng"],
+    [
+        "asyncfl.sim.engine",
+        "asyncfl.sim.system",
+        "asyncfl.sim.availability",
+        "asyncfl.sim.distributions",
+        "asyncfl.rng",
+    ],
 )
 def test_simulator_imports_no_torch(module: str) -> None:
     mods = _modules_after_import(module)

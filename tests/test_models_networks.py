@@ -108,7 +108,9 @@ def test_paper_architectures_parameter_counts() -> None:
 def test_mlp_activation_and_hidden_sizes() -> None:
     model = build_model(MLPModel(hidden=[5], activation="tanh"), SYNTH_LIKE)
     # FlatModel.module is typed nn.Module; for mlp, build_model wraps a DenseNet
-    assert isinstance(cast(DenseNet, model.module).net[1], torch.nn.Tanh) and model.num_params == 60 * 5 + 5 + 5 * 10 + 10
+    assert (
+        isinstance(cast(DenseNet, model.module).net[1], torch.nn.Tanh) and model.num_params == 60 * 5 + 5 + 5 * 10 + 10
+    )
     elu = build_model(MLPModel(), SYNTH_LIKE)
     assert isinstance(cast(DenseNet, elu.module).net[1], torch.nn.ELU)
 

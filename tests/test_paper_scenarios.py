@@ -32,9 +32,16 @@ IDS = [p.stem for p in FILES]
 
 # The files this test suite was written with (a missing one means the library lost a scenario).
 EXPECTED = {
-    "quickstart", "perfedavg_mnist", "pfedme_mnist", "pfedme_synthetic", "femnist_leaf",
-    "speed_label_coupling", "study_personalization_synthetic", "study_personalization_mnist",
-    "persafl_staleness", "persafl_staleness_wait",
+    "quickstart",
+    "perfedavg_mnist",
+    "pfedme_mnist",
+    "pfedme_synthetic",
+    "femnist_leaf",
+    "speed_label_coupling",
+    "study_personalization_synthetic",
+    "study_personalization_mnist",
+    "persafl_staleness",
+    "persafl_staleness_wait",
 }
 HEADLINE = re.compile(r"Headline:\s+(\w+)\b.*?\b(rises|falls) by at least ([0-9.]+)", re.S)
 MNIST_SUBSETS = [REPO.parent / "shared" / "data" / "mnist-5k", Path("/work/shared/data/mnist-5k")]
@@ -58,8 +65,12 @@ TINY_DATA = {
     "emnist": ["data.max_samples=300"],
     "cifar10": ["data.max_samples=300"],
 }
-VISION_FOLDERS = {"mnist": "MNIST/raw", "fashion_mnist": "FashionMNIST/raw", "emnist": "EMNIST/raw",
-                  "cifar10": "cifar-10-batches-py"}
+VISION_FOLDERS = {
+    "mnist": "MNIST/raw",
+    "fashion_mnist": "FashionMNIST/raw",
+    "emnist": "EMNIST/raw",
+    "cifar10": "cifar-10-batches-py",
+}
 
 
 def missing_data(scenario: asyncfl.Scenario, base_dir: Path) -> str | None:
@@ -215,8 +226,9 @@ def test_femnist_leaf_runs_on_fabricated_leaf_files(tmp_path: Path) -> None:
     for part, n in (("train", 12), ("test", 4)):
         (tmp_path / "leaf" / part).mkdir(parents=True)
         users = [f"f{i:04d}_{i:02d}" for i in range(8)]
-        user_data = {u: {"x": rng.random((n, 784)).round(3).tolist(), "y": rng.integers(0, 62, n).tolist()}
-                     for u in users}
+        user_data = {
+            u: {"x": rng.random((n, 784)).round(3).tolist(), "y": rng.integers(0, 62, n).tolist()} for u in users
+        }
         body = {"users": users, "num_samples": [n] * 8, "hierarchies": [], "user_data": user_data}
         (tmp_path / "leaf" / part / f"all_data_0_niid_05_keep_0_{part}_9.json").write_text(json.dumps(body))
     path = SCENARIO_DIR / "femnist_leaf.yaml"

@@ -79,8 +79,18 @@ def test_rerun_keeps_finished_runs(tiny_study: Path) -> None:
 
 
 def test_missing_mnist_is_skipped_with_a_reason(tmp_path: Path) -> None:
-    proc = run_script("--out", str(tmp_path / "o"), "--scale", "tiny", "--workers", "1", "--datasets", "mnist",
-                      "--mnist-root", str(tmp_path / "nowhere"))
+    proc = run_script(
+        "--out",
+        str(tmp_path / "o"),
+        "--scale",
+        "tiny",
+        "--workers",
+        "1",
+        "--datasets",
+        "mnist",
+        "--mnist-root",
+        str(tmp_path / "nowhere"),
+    )
     assert proc.returncode != 0
     assert "skipped mnist: no mnist files in" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -97,8 +107,15 @@ def test_script_uses_only_the_public_api() -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module)
     ours = {m for m in imported if m == "asyncfl" or m.startswith("asyncfl.")}
-    assert ours <= {"asyncfl", "asyncfl.errors", "asyncfl.config.loader", "asyncfl.study.sweep",
-                    "asyncfl.study.sweep_plan", "asyncfl.study.results", "asyncfl.study.stats"}, ours
+    assert ours <= {
+        "asyncfl",
+        "asyncfl.errors",
+        "asyncfl.config.loader",
+        "asyncfl.study.sweep",
+        "asyncfl.study.sweep_plan",
+        "asyncfl.study.results",
+        "asyncfl.study.stats",
+    }, ours
     assert not imported & {"multiprocessing", "concurrent.futures"}, imported
 
 
@@ -121,9 +138,19 @@ def test_paired_difference_by_hand() -> None:
     rows = []
     for seed, (hf, fo) in enumerate([(0.90, 0.88), (0.80, 0.76), (0.70, 0.70)]):
         for arm, acc, loss in (("per_fedavg-hf", hf, 0.5), ("per_fedavg-fo", fo, 0.6)):
-            rows.append({"dataset": "synthetic", "mode": "sync", "hyper": "alpha=0.1,beta=0.03", "seed": seed,
-                         "arm": arm, "status": "completed", "personalized_accuracy": acc,
-                         "global_accuracy": 0.5, "personalized_loss": loss})
+            rows.append(
+                {
+                    "dataset": "synthetic",
+                    "mode": "sync",
+                    "hyper": "alpha=0.1,beta=0.03",
+                    "seed": seed,
+                    "arm": arm,
+                    "status": "completed",
+                    "personalized_accuracy": acc,
+                    "global_accuracy": 0.5,
+                    "personalized_loss": loss,
+                }
+            )
     rows.append({**rows[0], "seed": 3, "status": "diverged"})  # an unpaired, failed run is left out
     t = ps.paired(pd.DataFrame(rows))
     assert len(t) == 1
@@ -140,8 +167,19 @@ def test_paired_difference_by_hand() -> None:
 
 
 def test_matched_mode_writes_paired_table(tmp_path: Path) -> None:
-    proc = run_script("--out", str(tmp_path), "--scale", "tiny", "--workers", "1", "--datasets", "synthetic",
-                      "--matched", "--seeds", "2")
+    proc = run_script(
+        "--out",
+        str(tmp_path),
+        "--scale",
+        "tiny",
+        "--workers",
+        "1",
+        "--datasets",
+        "synthetic",
+        "--matched",
+        "--seeds",
+        "2",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = pd.read_csv(tmp_path / "matched.csv")
     assert len(table) == 6 and set(table["mode"]) == {"sync", "async"} and (table["pairs"] == 2).all()

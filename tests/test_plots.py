@@ -29,11 +29,19 @@ def _check_png(path: Path) -> None:
 @pytest.fixture(scope="module")
 def fabricated(tmp_path_factory: Any) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("fab")
-    fabricate_sweep(base / "tau", {"algorithm.name": ["per_fedavg", "pfedme"], "server.max_staleness": [0, 5, None]},
-                    seeds=2, per_client=True)
+    fabricate_sweep(
+        base / "tau",
+        {"algorithm.name": ["per_fedavg", "pfedme"], "server.max_staleness": [0, 5, None]},
+        seeds=2,
+        per_client=True,
+    )
     fabricate_sweep(base / "delay", {"system.delay_scale": [0.5, 1, 2]}, seeds=3)
-    fabricate_sweep(base / "mode", {"server.mode": ["sync", "async"]}, seeds=2,
-                    base={**BASE, "server": {"mode": "async", "concurrency": 4, "clients_per_round": 4}})
+    fabricate_sweep(
+        base / "mode",
+        {"server.mode": ["sync", "async"]},
+        seeds=2,
+        base={**BASE, "server": {"mode": "async", "concurrency": 4, "clients_per_round": 4}},
+    )
     return {p.name: p for p in base.iterdir()}
 
 
@@ -41,8 +49,12 @@ def fabricated(tmp_path_factory: Any) -> dict[str, Path]:
 def modes(tmp_path_factory: Any) -> Path:
     """A real tiny sync-vs-async sweep."""
     base = tmp_path_factory.mktemp("modes")
-    sweep(tiny_scenario(base), base / "out", grid={"server.mode": ["sync", "async"]},
-          overrides=["server.clients_per_round=3"])
+    sweep(
+        tiny_scenario(base),
+        base / "out",
+        grid={"server.mode": ["sync", "async"]},
+        overrides=["server.clients_per_round=3"],
+    )
     return base / "out"
 
 
@@ -90,11 +102,35 @@ def test_save_rejects_unknown_format(fabricated: dict[str, Path], tmp_path: Path
 
 def test_plot_cli(fabricated: dict[str, Path], tmp_path: Path, capsys: Any) -> None:
     out = tmp_path / "fig.svg"
-    code = main(["plot", str(fabricated["tau"]), "--kind", "convergence_vs_delay", "--out", str(out),
-                 "--metric", "global_accuracy", "--target", "0.5"])
+    code = main(
+        [
+            "plot",
+            str(fabricated["tau"]),
+            "--kind",
+            "convergence_vs_delay",
+            "--out",
+            str(out),
+            "--metric",
+            "global_accuracy",
+            "--target",
+            "0.5",
+        ]
+    )
     assert code == 0 and out.stat().st_size > 1000
-    code = main(["plot", str(fabricated["tau"]), "--kind", "convergence", "--out", str(tmp_path / "c.png"),
-                 "--x", "server_version", "--hue", "server.max_staleness"])
+    code = main(
+        [
+            "plot",
+            str(fabricated["tau"]),
+            "--kind",
+            "convergence",
+            "--out",
+            str(tmp_path / "c.png"),
+            "--x",
+            "server_version",
+            "--hue",
+            "server.max_staleness",
+        ]
+    )
     assert code == 0
 
 
@@ -107,8 +143,9 @@ def test_plot_cli(fabricated: dict[str, Path], tmp_path: Path, capsys: Any) -> N
         (["--kind", "sync_vs_async"], "--kind sync_vs_async: the runs in"),
     ],
 )
-def test_plot_cli_errors_exit_2(args: list[str], named: str, fabricated: dict[str, Path], tmp_path: Path,
-                                capsys: Any) -> None:
+def test_plot_cli_errors_exit_2(
+    args: list[str], named: str, fabricated: dict[str, Path], tmp_path: Path, capsys: Any
+) -> None:
     code = main(["plot", str(fabricated["tau"]), "--out", str(tmp_path / "f.png"), *args])
     err = capsys.readouterr().err
     assert code == 2 and named in err and err.count("\n") == 1
@@ -144,7 +181,7 @@ def _level_colors(ax: Any) -> dict[str, tuple[float, ...]]:
     for line in ax.get_lines():
         gid = line.get_gid() or ""
         if gid.startswith("level:"):
-            out[gid[len("level:"):]] = to_rgb(line.get_color())
+            out[gid[len("level:") :]] = to_rgb(line.get_color())
     return out
 
 
@@ -175,7 +212,10 @@ def uneven_folder(tmp_path_factory: Any) -> Path:
     from test_study_data import fabricate_run
 
     base = tmp_path_factory.mktemp("uneven")
-    for prefix, algo, taus in (("a", {"name": "per_fedavg", "variant": "hf"}, (32,)), ("b", {"name": "fedasync"}, (8, 32))):
+    for prefix, algo, taus in (
+        ("a", {"name": "per_fedavg", "variant": "hf"}, (32,)),
+        ("b", {"name": "fedasync"}, (8, 32)),
+    ):
         for tau in taus:
             for seed in (0, 1):
                 sc = {**BASE, "seed": seed, "algorithm": algo, "server": {**BASE["server"], "max_staleness": tau}}
@@ -215,7 +255,7 @@ def _errorbar_x(ax: Any) -> dict[str, list[float]]:
     for line in ax.get_lines():
         gid = line.get_gid() or ""
         if gid.startswith("level:") and line.get_marker() == "o":
-            out[gid[len("level:"):]] = [float(v) for v in line.get_xdata()]
+            out[gid[len("level:") :]] = [float(v) for v in line.get_xdata()]
     return out
 
 
@@ -228,8 +268,9 @@ def _errorbar_x(ax: Any) -> dict[str, list[float]]:
         ("server.max_staleness", [0, 5, None], "linear", ["0", "5", "inf"]),
     ],
 )
-def test_numeric_levels_on_a_proportional_axis(key: str, values: list[Any], scale: str, ticks: list[str],
-                                               tmp_path: Path) -> None:
+def test_numeric_levels_on_a_proportional_axis(
+    key: str, values: list[Any], scale: str, ticks: list[str], tmp_path: Path
+) -> None:
     fabricate_sweep(tmp_path / "s", {key: values}, seeds=1)
     fig = plots.convergence_vs_delay(tmp_path / "s")
     for ax in _panels(fig):
@@ -323,7 +364,9 @@ def test_personalized_accuracy_draws_reference_levels(tmp_path: Path) -> None:
     initial = m.sort_values(["run", "server_version"]).groupby("run")["value"].first().mean()
     fig = plots.convergence(study)
     ax = _panels(fig)[0]
-    refs = {ln.get_gid(): float(np.mean(ln.get_ydata())) for ln in ax.get_lines() if (ln.get_gid() or "").startswith("ref:")}
+    refs = {
+        ln.get_gid(): float(np.mean(ln.get_ydata())) for ln in ax.get_lines() if (ln.get_gid() or "").startswith("ref:")
+    }
     assert refs == {"ref:initial": pytest.approx(initial), "ref:majority": pytest.approx(0.6)}
     legend = _legend(fig)
     assert "initial model (first evaluation)" in legend
@@ -341,8 +384,18 @@ def test_no_figure_swallows_unknown_options(fabricated: dict[str, Path], tmp_pat
         assert inspect.Parameter.VAR_KEYWORD not in kinds, kind
     with pytest.raises(UserError, match=r"^--kind staleness: does not take --band; it takes: --hue$"):
         plots.figure("staleness", fabricated["tau"], band="sd")
-    code = main(["plot", str(fabricated["tau"]), "--kind", "updates", "--metric", "global_loss",
-                 "--out", str(tmp_path / "f.png")])
+    code = main(
+        [
+            "plot",
+            str(fabricated["tau"]),
+            "--kind",
+            "updates",
+            "--metric",
+            "global_loss",
+            "--out",
+            str(tmp_path / "f.png"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "--kind updates: does not take --metric" in err and err.count("\n") == 1
 
@@ -362,8 +415,11 @@ def test_every_drawn_point_is_inside_its_panel(fabricated: dict[str, Path]) -> N
     matplotlib: the figure sets each panel's y range so that every mean and error bar shows."""
     import numpy as np
 
-    figs = [plots.convergence_vs_delay(fabricated["tau"]), plots.convergence_vs_delay(fabricated["delay"]),
-            plots.sync_vs_async(fabricated["mode"])]
+    figs = [
+        plots.convergence_vs_delay(fabricated["tau"]),
+        plots.convergence_vs_delay(fabricated["delay"]),
+        plots.sync_vs_async(fabricated["mode"]),
+    ]
     for fig in figs:
         for ax in _panels(fig):
             lo, hi = ax.get_ylim()

@@ -33,8 +33,15 @@ class Run:
 
 
 def test_durations() -> None:
-    assert [duration(s) for s in (None, 0, 7.4, 59.6, 185, 3600, 7440)] == ["?", "0s", "7s", "1m00s", "3m05s",
-                                                                          "1h00m", "2h04m"]
+    assert [duration(s) for s in (None, 0, 7.4, 59.6, 185, 3600, 7440)] == [
+        "?",
+        "0s",
+        "7s",
+        "1m00s",
+        "3m05s",
+        "1h00m",
+        "2h04m",
+    ]
 
 
 def test_sweep_lines_and_heartbeat_at_most_every_30_s() -> None:

@@ -25,16 +25,37 @@ from asyncfl.config import dump_scenario, load_scenario
 from asyncfl.errors import RunDirError
 
 # A run that takes a few seconds, so kills land at many different points.
-LONG = {"stop": {"server_steps": 300}, "eval": {"every_steps": 25}, "clients": {"count": 30},
-        "server": {"mode": "buffered", "concurrency": 8, "buffer_size": 3, "max_staleness": 10,
-                   "staleness_weight": {"name": "hinge", "a": 10.0, "b": 2}, "lr": 1.0}}
+LONG = {
+    "stop": {"server_steps": 300},
+    "eval": {"every_steps": 25},
+    "clients": {"count": 30},
+    "server": {
+        "mode": "buffered",
+        "concurrency": 8,
+        "buffer_size": 3,
+        "max_staleness": 10,
+        "staleness_weight": {"name": "hinge", "a": 10.0, "b": 2},
+        "lr": 1.0,
+    },
+}
 
 
 # Async with policy drop and many in flight: most updates are cancelled as certain drops before
 # any chunk computes them, so checkpoints hold cancelled tasks.
-LONG_DROP = {**LONG, "clients": {"count": 60}, "stop": {"server_steps": 1500}, "eval": {"every_steps": 500},
-             "server": {"mode": "async", "concurrency": 30, "max_staleness": 2, "staleness_policy": "drop",
-                        "staleness_weight": {"name": "polynomial", "a": 0.5}, "lr": 0.6}}
+LONG_DROP = {
+    **LONG,
+    "clients": {"count": 60},
+    "stop": {"server_steps": 1500},
+    "eval": {"every_steps": 500},
+    "server": {
+        "mode": "async",
+        "concurrency": 30,
+        "max_staleness": 2,
+        "staleness_policy": "drop",
+        "staleness_weight": {"name": "polynomial", "a": 0.5},
+        "lr": 0.6,
+    },
+}
 
 
 def _long_scenario(tmp_path: Path, tiny: dict[str, Any], long: dict[str, Any] = LONG) -> Path:
@@ -51,8 +72,11 @@ def _started_mid_run(out: Path, scen: Path) -> subprocess.Popen[str]:
     end: its first checkpoint (after 25 of 300 server steps) is on disk. Waiting a fixed second
     instead raced the run's own speed (a fast machine finished first; SIGINT then hit the
     interpreter's shutdown)."""
-    proc = subprocess.Popen(_cli("run", str(scen), "--out", str(out), "--quiet", "--checkpoint-every", "25"),
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _cli("run", str(scen), "--out", str(out), "--quiet", "--checkpoint-every", "25"),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not (out / "checkpoint" / "latest.json").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -164,9 +188,25 @@ def test_divergence_exits_3_with_status(tmp_path: Path, tiny_file: Path, capsys:
     """Gradient descent on a quadratic with curvature up to L = 4 and step 5 > 2/L multiplies the
     error by up to |1 - 5 * 4| = 19 per local step: it overflows within a few tasks."""
     out = tmp_path / "div"
-    code = main(["run", str(tiny_file), "--out", str(out), "--quiet", "--set", "data.dataset=quadratic",
-                 "--set", "model.name=quadratic", "--set", "algorithm.lr=5.0", "--set", "algorithm.local_steps=10",
-                 "--set", "stop.server_steps=200"])
+    code = main(
+        [
+            "run",
+            str(tiny_file),
+            "--out",
+            str(out),
+            "--quiet",
+            "--set",
+            "data.dataset=quadratic",
+            "--set",
+            "model.name=quadratic",
+            "--set",
+            "algorithm.lr=5.0",
+            "--set",
+            "algorithm.local_steps=10",
+            "--set",
+            "stop.server_steps=200",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 3, err
     assert err.count("\n") == 1 and "diverged" in err and "Traceback" not in err
@@ -218,17 +258,85 @@ FUZZ_BASE = {
 }
 RESOLVED = yaml.safe_load(dump_scenario(load_scenario(FUZZ_BASE)))
 SCALARS = st.sampled_from(
-    [None, True, False, 0, 1, 2, 3, -1, -0.5, 0.5, 1.5, 7, "abc", "", "null", "1e-3", [], [1, "x"], {}, {"k": 1},
-     "sync", "async", "buffered", "drop", "wait", "polynomial", "hinge", "lognormal", "pareto", "from_list", "iid",
-     "dirichlet", "mlp", "cnn", "pfedme", "per_fedavg", "fedbuff", "local", "mnist", "quadratic", "nan", 1e308]
+    [
+        None,
+        True,
+        False,
+        0,
+        1,
+        2,
+        3,
+        -1,
+        -0.5,
+        0.5,
+        1.5,
+        7,
+        "abc",
+        "",
+        "null",
+        "1e-3",
+        [],
+        [1, "x"],
+        {},
+        {"k": 1},
+        "sync",
+        "async",
+        "buffered",
+        "drop",
+        "wait",
+        "polynomial",
+        "hinge",
+        "lognormal",
+        "pareto",
+        "from_list",
+        "iid",
+        "dirichlet",
+        "mlp",
+        "cnn",
+        "pfedme",
+        "per_fedavg",
+        "fedbuff",
+        "local",
+        "mnist",
+        "quadratic",
+        "nan",
+        1e308,
+    ]
 )
 # Numbers that would make a valid run long (e.g. local_steps 1e308) are capped by the engine's stop
 # keys, which the fuzzer never deletes: it keeps the runs small.
 KEEP = {("stop",), ("stop", "server_steps"), ("stop", "client_updates"), ("stop", "sim_time")}
-COST_KEYS = {"local_steps", "local_rounds", "inner_steps", "count", "mean_samples", "dimension", "classes",
-             "concurrency", "clients_per_round", "buffer_size", "hidden", "adapt_steps", "batch_size", "max_batch",
-             "channels", "embedding", "layers", "every_steps", "every_time", "sim_time", "server_steps",
-             "client_updates", "value", "mean", "low", "high", "scale", "max_samples", "round_deadline"}
+COST_KEYS = {
+    "local_steps",
+    "local_rounds",
+    "inner_steps",
+    "count",
+    "mean_samples",
+    "dimension",
+    "classes",
+    "concurrency",
+    "clients_per_round",
+    "buffer_size",
+    "hidden",
+    "adapt_steps",
+    "batch_size",
+    "max_batch",
+    "channels",
+    "embedding",
+    "layers",
+    "every_steps",
+    "every_time",
+    "sim_time",
+    "server_steps",
+    "client_updates",
+    "value",
+    "mean",
+    "low",
+    "high",
+    "scale",
+    "max_samples",
+    "round_deadline",
+}
 
 
 def _paths(node: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -274,8 +382,17 @@ mutation = st.tuples(
 )
 cli_extra = st.lists(
     st.one_of(
-        st.tuples(st.just("--set"), st.builds(lambda p, v: f"{'.'.join(p)}={yaml.safe_dump(v).splitlines()[0] if not isinstance(v, str) else v}", st.sampled_from(PATHS), SCALARS)),
-        st.tuples(st.just("--set"), st.sampled_from(["nokey", "a.b.c=1", "server=3", "=1", "server.=2", "seed=[", "x=y"])),
+        st.tuples(
+            st.just("--set"),
+            st.builds(
+                lambda p, v: f"{'.'.join(p)}={yaml.safe_dump(v).splitlines()[0] if not isinstance(v, str) else v}",
+                st.sampled_from(PATHS),
+                SCALARS,
+            ),
+        ),
+        st.tuples(
+            st.just("--set"), st.sampled_from(["nokey", "a.b.c=1", "server=3", "=1", "server.=2", "seed=[", "x=y"])
+        ),
         st.tuples(st.just("--seed"), st.sampled_from(["1", "-3", "x", ""])),
         st.tuples(st.just("--device"), st.sampled_from(["cpu", "auto", "gpu"])),
         st.tuples(st.sampled_from(["--bogus", "--checkpoint-every"]), st.sampled_from(["0", "5", "3s", "x"])),
@@ -300,10 +417,17 @@ def _run_fuzz_case(tmp: Path, text: str, extra: list[str]) -> tuple[int, str]:
     return code, err.getvalue()
 
 
-@settings(max_examples=int(os.environ.get("ASYNCFL_FUZZ_EXAMPLES", "520")), deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(mutations=st.lists(mutation, min_size=1, max_size=3), extra=cli_extra,
-       garble=st.sampled_from([None, None, None, None, "truncate", "tab", "colon", "binary"]))
+@settings(
+    max_examples=int(os.environ.get("ASYNCFL_FUZZ_EXAMPLES", "520")),
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    mutations=st.lists(mutation, min_size=1, max_size=3),
+    extra=cli_extra,
+    garble=st.sampled_from([None, None, None, None, "truncate", "tab", "colon", "binary"]),
+)
 def test_fuzzed_scenarios_and_arguments_run_or_exit_with_one_line(
     tmp_path_factory: pytest.TempPathFactory, mutations: list[Any], extra: list[tuple[str, str]], garble: str | None
 ) -> None:
@@ -359,8 +483,12 @@ SIZED = st.one_of(
 )
 
 
-@settings(max_examples=int(os.environ.get("ASYNCFL_FUZZ_EXAMPLES_SIZES", "60")), deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=int(os.environ.get("ASYNCFL_FUZZ_EXAMPLES_SIZES", "60")),
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(shape=SIZED, option=st.sampled_from(["--grid", "--set"]), seeds=st.sampled_from([None, "2", "20000"]))
 def test_fuzzed_grid_and_set_sizes_plan_or_exit_2_at_once(
     tmp_path_factory: pytest.TempPathFactory, shape: tuple[str, int], option: str, seeds: str | None
@@ -417,10 +545,16 @@ def _leaves(node: Any, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ..
 LEAVES = _leaves(RESOLVED)
 
 
-@settings(max_examples=int(os.environ.get("ASYNCFL_FUZZ_EXAMPLES_TYPES", "200")), deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("ASYNCFL_FUZZ_EXAMPLES_TYPES", "200")),
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(leaf=st.sampled_from(LEAVES), pick=st.integers(0, 6), via_set=st.booleans())
-def test_fuzzed_wrong_types_are_refused_naming_the_key(leaf: tuple[tuple[str, ...], str], pick: int, via_set: bool) -> None:
+def test_fuzzed_wrong_types_are_refused_naming_the_key(
+    leaf: tuple[tuple[str, ...], str], pick: int, via_set: bool
+) -> None:
     """A bool, a numeric string or a float where another type goes is refused, in a file or with
     --set, with one line that starts with the key (never coerced: `lr: true` was lr = 1.0)."""
     from asyncfl.config import apply_overrides, validate
@@ -443,17 +577,39 @@ def test_fuzzed_wrong_types_are_refused_naming_the_key(leaf: tuple[tuple[str, ..
     assert "\n" not in line
     assert line.startswith(".".join(path) + ":"), (path, value, line)
 
+
 # ------------------------------------------------------------------------------------------------
 # Fuzzing run directories: one file of a stopped or finished run damaged, replaced by a link to a
 # file outside, a folder or a named pipe; every command that reads the directory either works or
 # exits 2 with one line, never an internal error or a hang, and nothing outside it changes.
 # ------------------------------------------------------------------------------------------------
 
-DIR_FILES = ["scenario.yaml", "manifest.json", "run.json", "metrics.csv", "events.csv", ".lock",
-             "events.partial.csv", "metrics.partial.csv", "checkpoint", "checkpoint/latest.json",
-             "checkpoint/state-3.json", "checkpoint/tensors-3.pt"]
-DIR_DAMAGE = ["garbage", "deep", "long_number", "truncate", "empty", "bitflip", "symlink_out", "folder", "fifo",
-              "delete"]
+DIR_FILES = [
+    "scenario.yaml",
+    "manifest.json",
+    "run.json",
+    "metrics.csv",
+    "events.csv",
+    ".lock",
+    "events.partial.csv",
+    "metrics.partial.csv",
+    "checkpoint",
+    "checkpoint/latest.json",
+    "checkpoint/state-3.json",
+    "checkpoint/tensors-3.pt",
+]
+DIR_DAMAGE = [
+    "garbage",
+    "deep",
+    "long_number",
+    "truncate",
+    "empty",
+    "bitflip",
+    "symlink_out",
+    "folder",
+    "fifo",
+    "delete",
+]
 DIR_COMMANDS = ["resume", "plot", "report", "run_force", "load_run"]
 DIR_SCENARIO = {"stop": {"server_steps": 40}, "eval": {"every_steps": 10}}
 
@@ -520,16 +676,30 @@ def _damage_path(p: Path, kind: str, outside: Path) -> None:  # noqa: C901 (one 
 
 
 def _tree(root: Path) -> dict[str, bytes | None]:
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() and not p.is_symlink() else None)
-            for p in sorted(root.rglob("*"))}
+    return {
+        str(p.relative_to(root)): (p.read_bytes() if p.is_file() and not p.is_symlink() else None)
+        for p in sorted(root.rglob("*"))
+    }
 
 
-@settings(max_examples=int(os.environ.get("ASYNCFL_FUZZ_DIR_EXAMPLES", "90")), deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(base=st.sampled_from(["crashed", "finished"]), rel=st.sampled_from(DIR_FILES),
-       kind=st.sampled_from(DIR_DAMAGE), command=st.sampled_from(DIR_COMMANDS))
+@settings(
+    max_examples=int(os.environ.get("ASYNCFL_FUZZ_DIR_EXAMPLES", "90")),
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    base=st.sampled_from(["crashed", "finished"]),
+    rel=st.sampled_from(DIR_FILES),
+    kind=st.sampled_from(DIR_DAMAGE),
+    command=st.sampled_from(DIR_COMMANDS),
+)
 def test_fuzzed_run_directories_work_or_exit_2_with_one_line(
-    tmp_path_factory: pytest.TempPathFactory, stopped_runs: dict[str, Path], base: str, rel: str, kind: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    stopped_runs: dict[str, Path],
+    base: str,
+    rel: str,
+    kind: str,
     command: str,
 ) -> None:
     import contextlib

@@ -31,8 +31,16 @@ def test_load_sweep_one_row_per_run_evaluation_metric(tmp_path_factory: Any) -> 
     out = tiny_sweep(tmp_path_factory, workers=2)
     df = load_sweep(out)
     assert list(df.columns) == [
-        "run", "seed", "server.max_staleness", "algorithm.name", "run_status",
-        "sim_time", "server_version", "client_updates", "metric", "value",
+        "run",
+        "seed",
+        "server.max_staleness",
+        "algorithm.name",
+        "run_status",
+        "sim_time",
+        "server_version",
+        "client_updates",
+        "metric",
+        "value",
     ]
     runs = read_sweep_manifest(out)["runs"]
     assert df["run"].nunique() == 8
@@ -52,8 +60,18 @@ def test_load_sweep_one_row_per_run_evaluation_metric(tmp_path_factory: Any) -> 
 def test_load_sweep_events_and_extra_keys(tmp_path_factory: Any) -> None:
     out = tiny_sweep(tmp_path_factory, workers=2)
     ev = load_sweep_events(out, keys=["server.mode", "clients.count"])
-    assert {"run", "seed", "server.max_staleness", "algorithm.name", "server.mode", "clients.count",
-            "client", "staleness", "status", "compute_time"} <= set(ev.columns)
+    assert {
+        "run",
+        "seed",
+        "server.max_staleness",
+        "algorithm.name",
+        "server.mode",
+        "clients.count",
+        "client",
+        "staleness",
+        "status",
+        "compute_time",
+    } <= set(ev.columns)
     assert set(ev["server.mode"]) == {"async"} and set(ev["clients.count"]) == {10}
     applied = ev[ev["status"] == "applied"]
     assert (applied.loc[applied["server.max_staleness"] == 1, "staleness"] <= 1).all()
@@ -86,8 +104,10 @@ def test_load_runs_infers_the_keys_that_differ(tmp_path: Path) -> None:
 
 def _frame(rows: list[tuple[str, float, float]], metric: str = "personalized_accuracy") -> pd.DataFrame:
     return pd.DataFrame(
-        [{"run": r, "sim_time": t, "server_version": int(t), "client_updates": 0, "metric": metric, "value": v}
-         for r, t, v in rows]
+        [
+            {"run": r, "sim_time": t, "server_version": int(t), "client_updates": 0, "metric": metric, "value": v}
+            for r, t, v in rows
+        ]
     )
 
 

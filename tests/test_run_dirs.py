@@ -205,8 +205,12 @@ def test_a_run_started_while_another_builds_in_the_same_out_is_refused(tiny_file
     d = tmp_path / "D"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     go = tmp_path / "go"
-    b = subprocess.Popen([sys.executable, "-c", SLOW_BUILD, str(go), "run", str(tiny_file), "--out", str(d), "--quiet"],
-                         stderr=subprocess.PIPE, text=True, env=env)
+    b = subprocess.Popen(
+        [sys.executable, "-c", SLOW_BUILD, str(go), "run", str(tiny_file), "--out", str(d), "--quiet"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         deadline = time.monotonic() + 60
         while b.poll() is None and time.monotonic() < deadline:  # D exists and B holds its lock
@@ -214,8 +218,12 @@ def test_a_run_started_while_another_builds_in_the_same_out_is_refused(tiny_file
                 break
             time.sleep(0.02)
         assert b.poll() is None, "B ended before it held the lock"
-        a = subprocess.run([sys.executable, "-m", "asyncfl", "run", str(tiny_file), "--out", str(d), "--quiet",
-                            "--seed", "7"], capture_output=True, text=True, env=env)
+        a = subprocess.run(
+            [sys.executable, "-m", "asyncfl", "run", str(tiny_file), "--out", str(d), "--quiet", "--seed", "7"],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         assert b.poll() is None, "B ended while it was building"
         go.touch()  # B's build ends now
         assert a.returncode == 2, a.stderr

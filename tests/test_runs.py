@@ -47,15 +47,39 @@ def test_run_directory_contents(tiny_file: Path, tmp_path: Path) -> None:
     assert main(["run", str(tiny_file), "--out", str(out), "--quiet"]) == 0
     res = asyncfl.load_run(out)
     m = res.manifest
-    for key in ("asyncfl", "torch", "simpy", "python", "device", "seed", "started", "finished", "status",
-                "updates_applied", "updates_dropped", "final_metrics", "git_commit"):
+    for key in (
+        "asyncfl",
+        "torch",
+        "simpy",
+        "python",
+        "device",
+        "seed",
+        "started",
+        "finished",
+        "status",
+        "updates_applied",
+        "updates_dropped",
+        "final_metrics",
+        "git_commit",
+    ):
         assert key in m, key
     assert m["status"] == "completed" and m["seed"] == 1 and m["server_version"] == 30
     assert {"sim_time", "server_version", "metric", "value"} <= set(res.metrics.columns)
     assert {"global_accuracy", "global_loss", "personalized_accuracy", "grad_norm_sq"} <= set(res.metrics["metric"])
     ev = res.events
-    for col in ("client", "dispatch_time", "arrival_time", "base_version", "server_version", "staleness", "status",
-                "compute_time", "download_time", "upload_time", "weight"):
+    for col in (
+        "client",
+        "dispatch_time",
+        "arrival_time",
+        "base_version",
+        "server_version",
+        "staleness",
+        "status",
+        "compute_time",
+        "download_time",
+        "upload_time",
+        "weight",
+    ):
         assert col in ev.columns, col
     applied = ev[ev.status == "applied"]
     assert len(applied) == 30 and (applied.staleness <= 6).all() and applied.staleness.max() > 0
@@ -76,7 +100,11 @@ def test_python_api_run_and_mapping(tiny: dict) -> None:
         ([], {"bogus": 1}, "bogus: unknown key"),
         ([], {"server": {"lr": "fast"}}, "server.lr"),
         ([], {"system": {"network": {"latency": -1.0}}}, "system.network.latency"),
-        ([], {"system": {"compute": {"speed": {"dist": "weibull"}}}}, "system.compute.speed.dist: unknown choice 'weibull'"),
+        (
+            [],
+            {"system": {"compute": {"speed": {"dist": "weibull"}}}},
+            "system.compute.speed.dist: unknown choice 'weibull'",
+        ),
         ([], {"algorithm": {"name": "fedprox"}}, "algorithm.name: unknown choice 'fedprox'"),
         ([], {"server": {"mode": "buffered", "buffer_size": 9, "concurrency": 4}}, "server.buffer_size (9) must be <="),
         (["--set", "server.nonexistent=1"], {}, "server.nonexistent: no such key"),
@@ -118,9 +146,13 @@ def test_bad_cli_arguments_exit_2_one_line(capsys: pytest.CaptureFixture[str]) -
 def test_cli_entry_point_subprocess(tiny_file: Path, tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "asyncfl", "run", str(tiny_file), "--out", str(tmp_path / "r"), "--set", "server.lr=-1"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
-    assert out.returncode == 2 and out.stderr.strip() == "asyncfl: error: server.lr: Input should be greater than 0 (got -1)"
+    assert (
+        out.returncode == 2
+        and out.stderr.strip() == "asyncfl: error: server.lr: Input should be greater than 0 (got -1)"
+    )
     schema = subprocess.run([sys.executable, "-m", "asyncfl", "schema"], capture_output=True, text=True)
     assert schema.returncode == 0 and json.loads(schema.stdout)["title"] == "Scenario"
 
@@ -170,7 +202,14 @@ def _final_model(tiny: dict) -> tuple[torch.Tensor, pd.DataFrame]:
 def test_async_concurrency_one_equals_sync_one_client_per_round(tiny: dict) -> None:
     """Same client sequence, same versions pulled (staleness 0), same numbers."""
     tiny["execution"] = {"dtype": "float64"}
-    tiny["algorithm"] = {"name": "per_fedavg", "variant": "hf", "alpha": 0.02, "beta": 0.05, "local_steps": 2, "batch_size": 8}
+    tiny["algorithm"] = {
+        "name": "per_fedavg",
+        "variant": "hf",
+        "alpha": 0.02,
+        "beta": 0.05,
+        "local_steps": 2,
+        "batch_size": 8,
+    }
     tiny["system"]["compute"]["jitter"] = {"dist": "lognormal", "mean": 1.0, "sigma": 0.3}
     a = {**tiny, "server": {"mode": "async", "concurrency": 1, "lr": 1.0}}
     s = {**tiny, "server": {"mode": "sync", "clients_per_round": 1, "lr": 1.0}}
@@ -186,8 +225,14 @@ def test_buffered_identical_delays_cohort_equals_sync_round(tiny: dict) -> None:
     tiny["execution"] = {"dtype": "float64"}
     tiny["algorithm"] = {"name": "fedbuff", "lr": 0.05, "local_steps": 2, "batch_size": None}
     tiny["data"]["sigma_samples"] = 0.0  # same size everywhere: same compute time
-    tiny["system"] = {"compute": {"speed": 100.0}, "network": {"latency": 0.1, "download_bandwidth": 1e6, "upload_bandwidth": 1e6}}
-    b = {**tiny, "server": {"mode": "buffered", "concurrency": 4, "buffer_size": 4, "lr": 1.0, "aggregation": "uniform"}}
+    tiny["system"] = {
+        "compute": {"speed": 100.0},
+        "network": {"latency": 0.1, "download_bandwidth": 1e6, "upload_bandwidth": 1e6},
+    }
+    b = {
+        **tiny,
+        "server": {"mode": "buffered", "concurrency": 4, "buffer_size": 4, "lr": 1.0, "aggregation": "uniform"},
+    }
     s = {**tiny, "server": {"mode": "sync", "clients_per_round": 4, "lr": 1.0, "aggregation": "uniform"}}
     wb, eb = _final_model(b)
     ws, es = _final_model(s)
@@ -201,7 +246,17 @@ def test_per_fedavg_alpha_zero_is_fedavg(tiny: dict) -> None:
     samples; with full batches both see all data and the runs agree."""
     tiny["execution"] = {"dtype": "float64"}
     tiny["server"] = {"mode": "sync", "clients_per_round": 4, "lr": 1.0}
-    p = {**tiny, "algorithm": {"name": "per_fedavg", "variant": "hf", "alpha": 0.0, "beta": 0.05, "local_steps": 3, "batch_size": None}}
+    p = {
+        **tiny,
+        "algorithm": {
+            "name": "per_fedavg",
+            "variant": "hf",
+            "alpha": 0.0,
+            "beta": 0.05,
+            "local_steps": 3,
+            "batch_size": None,
+        },
+    }
     f = {**tiny, "algorithm": {"name": "fedavg", "lr": 0.05, "local_steps": 3, "batch_size": None}}
     wp, _ = _final_model(p)
     wf, _ = _final_model(f)
@@ -215,10 +270,27 @@ def test_every_algorithm_and_mode_switches_from_the_command_line(
 ) -> None:
     """`asyncfl run quickstart --set algorithm.name=X --set server.mode=Y` runs with X's defaults."""
     code, _, err = _run_cli(
-        ["run", str(ROOT / "scenarios" / "quickstart.yaml"), "--out", str(tmp_path / "r"), "--quiet",
-         "--set", f"algorithm.name={algorithm}", "--set", f"server.mode={mode}", "--set", "server.buffer_size=4",
-         "--set", "stop.server_steps=3", "--set", "clients.count=20", "--set", "eval.every_steps=3",
-         "--set", "server.clients_per_round=5"],
+        [
+            "run",
+            str(ROOT / "scenarios" / "quickstart.yaml"),
+            "--out",
+            str(tmp_path / "r"),
+            "--quiet",
+            "--set",
+            f"algorithm.name={algorithm}",
+            "--set",
+            f"server.mode={mode}",
+            "--set",
+            "server.buffer_size=4",
+            "--set",
+            "stop.server_steps=3",
+            "--set",
+            "clients.count=20",
+            "--set",
+            "eval.every_steps=3",
+            "--set",
+            "server.clients_per_round=5",
+        ],
         capsys,
     )
     assert code == 0, err
@@ -226,7 +298,9 @@ def test_every_algorithm_and_mode_switches_from_the_command_line(
     assert res.status == "completed" and res.manifest["server_version"] == 3
 
 
-def test_out_refuses_foreign_nonempty_directory(tiny_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_out_refuses_foreign_nonempty_directory(
+    tiny_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     foreign = tmp_path / "precious"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("do not overwrite")

@@ -160,10 +160,49 @@ def test_loader_and_schema_agree_on_shorthands_and_types(text: str, ok: bool) ->
 BASE = yaml.safe_load(dump_scenario(load_scenario({"stop": {"server_steps": 5}})))
 CROSS_KEY = ("must be <=", "needs model.name", "needs data.dataset", "set at least one of", "high must be >= low")
 VALUES = st.sampled_from(
-    [None, True, False, 0, 1, 3, -1, 0.5, 2.0, 1e6, "0.5", "3", "true", "abc", "", [], [1, 2], {}, {"k": 1},
-     "constant", "pareto", "lognormal", "exponential", "iid", "dirichlet", "natural", "mlp", "cnn", "hinge",
-     "fedavg", "pfedme", "mnist", "leaf", "on_off", "sync", "buffered", "wait", {"dist": "uniform", "low": 1, "high": 2},
-     {"mean": 3.0}, {"name": "dirichlet", "alpha": 0.1}, {"value": 2}]
+    [
+        None,
+        True,
+        False,
+        0,
+        1,
+        3,
+        -1,
+        0.5,
+        2.0,
+        1e6,
+        "0.5",
+        "3",
+        "true",
+        "abc",
+        "",
+        [],
+        [1, 2],
+        {},
+        {"k": 1},
+        "constant",
+        "pareto",
+        "lognormal",
+        "exponential",
+        "iid",
+        "dirichlet",
+        "natural",
+        "mlp",
+        "cnn",
+        "hinge",
+        "fedavg",
+        "pfedme",
+        "mnist",
+        "leaf",
+        "on_off",
+        "sync",
+        "buffered",
+        "wait",
+        {"dist": "uniform", "low": 1, "high": 2},
+        {"mean": 3.0},
+        {"name": "dirichlet", "alpha": 0.1},
+        {"value": 2},
+    ]
 )
 
 
@@ -196,8 +235,12 @@ def _integral_float_in_count(data: Any) -> bool:
     return isinstance(data, float) and data.is_integer()
 
 
-@settings(max_examples=int(os.environ.get("ASYNCFL_FUZZ_EXAMPLES", "300")), deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("ASYNCFL_FUZZ_EXAMPLES", "300")),
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(edits=st.lists(st.tuples(st.sampled_from(PATHS), VALUES), min_size=1, max_size=3), partial=st.booleans())
 def test_schema_admits_exactly_what_the_loader_admits(edits: list[tuple[tuple[str, ...], Any]], partial: bool) -> None:
     data = json.loads(json.dumps(BASE))

@@ -506,8 +506,13 @@ def test_engine_cost_bench_runs() -> None:
 
 @pytest.mark.parametrize(
     "system,tau,concurrency",
-    [(HETERO, 0, 10), (HETERO, 2, 10), (HETERO, 5, 19), (FLAKY, 1, 8),
-     (twin_system([50.0, 50.0, 100.0, 100.0, 200.0]), 1, 15)],  # equal arrival times: ties
+    [
+        (HETERO, 0, 10),
+        (HETERO, 2, 10),
+        (HETERO, 5, 19),
+        (FLAKY, 1, 8),
+        (twin_system([50.0, 50.0, 100.0, 100.0, 200.0]), 1, 15),
+    ],  # equal arrival times: ties
     ids=["hetero-0", "hetero-2", "hetero-5", "flaky-1", "ties-1"],
 )
 def test_certain_drops_are_all_dropped(system: SystemConfig, tau: int, concurrency: int) -> None:
@@ -529,8 +534,9 @@ def test_certain_drops_are_all_dropped(system: SystemConfig, tau: int, concurren
 
 @pytest.mark.parametrize("mode,policy", [("async", "wait"), ("buffered", "drop"), ("sync", "drop")])
 def test_certain_drops_only_for_async_drop(mode: Mode, policy: Literal["drop", "wait"]) -> None:
-    server = ServerConfig(mode=mode, concurrency=10, clients_per_round=10, buffer_size=3, max_staleness=0,
-                          staleness_policy=policy)
+    server = ServerConfig(
+        mode=mode, concurrency=10, clients_per_round=10, buffer_size=3, max_staleness=0, staleness_policy=policy
+    )
     seen: list[int] = []
     make(server, StopConfig(server_steps=30), on_step=lambda e: seen.extend(e.certain_drops())).run()
     assert seen == []

@@ -168,7 +168,9 @@ def test_same_seed_same_picks_and_resume_is_identical(mode: str, sel: Any) -> No
     other = make(srv, stop, FLAKY, seed=2).run()
     assert [e.client for e in dispatched(other)] != [e.client for e in dispatched(a)]
     snaps: list[dict[str, Any]] = []
-    make(srv, stop, FLAKY, on_step=lambda e: snaps.append(e.snapshot()) if len(snaps) < 1 and e.version == 15 else None).run()
+    make(
+        srv, stop, FLAKY, on_step=lambda e: snaps.append(e.snapshot()) if len(snaps) < 1 and e.version == 15 else None
+    ).run()
     assert snaps
     resumed = make(srv, stop, FLAKY, snapshot=snaps[0]).run()
     full = make(srv, stop, FLAKY).run()
@@ -189,8 +191,12 @@ def test_no_client_is_started_while_off(sel: Any) -> None:
 
 
 @SLOW
-@given(n=st.integers(2, 12), k=st.integers(1, 12), mode=st.sampled_from(["sync", "async", "buffered"]),
-       seed=st.integers(0, 2**31))
+@given(
+    n=st.integers(2, 12),
+    k=st.integers(1, 12),
+    mode=st.sampled_from(["sync", "async", "buffered"]),
+    seed=st.integers(0, 2**31),
+)
 def test_least_recent_visits_every_client_before_any_twice(n: int, k: int, mode: str, seed: int) -> None:
     """Always-on clients: the first n picks are n different clients, whatever the mode. In sync
     rounds (every client idle between rounds) every window of n consecutive picks is all n."""
@@ -204,14 +210,16 @@ def test_least_recent_visits_every_client_before_any_twice(n: int, k: int, mode:
 
 
 @SLOW
-@given(sizes=st.lists(st.integers(0, 5), min_size=2, max_size=6).filter(lambda s: sum(s) > 0),
-       seed=st.integers(0, 2**31))
+@given(
+    sizes=st.lists(st.integers(0, 5), min_size=2, max_size=6).filter(lambda s: sum(s) > 0), seed=st.integers(0, 2**31)
+)
 def test_data_size_picks_in_proportion_to_size(sizes: list[int], seed: int) -> None:
     """Rounds of one client: a client of size 0 is never picked and the pick frequencies match
     n_k / sum n (3-sigma binomial bounds over 600 rounds)."""
     n, rounds = len(sizes), 600
-    r = make(server("sync", "data_size", 1), StopConfig(server_steps=rounds), HETERO, clients=n, seed=seed,
-             sizes=sizes).run()
+    r = make(
+        server("sync", "data_size", 1), StopConfig(server_steps=rounds), HETERO, clients=n, seed=seed, sizes=sizes
+    ).run()
     counts = Counter(e.client for e in r.events)
     total = sum(sizes)
     for c in range(n):
@@ -253,6 +261,10 @@ def test_speed_aware_overcommit_prefers_fast_clients() -> None:
     for c, s in enumerate(speeds):
         p = s / sum(speeds)
         assert abs(counts[c] - 1500 * p) <= 3 * math.sqrt(1500 * p * (1 - p)), counts
-    plain = make(server("sync", {"name": "overcommit", "factor": 1.0}, 1), StopConfig(server_steps=1500),
-                 twin_system(speeds), clients=4).run()
+    plain = make(
+        server("sync", {"name": "overcommit", "factor": 1.0}, 1),
+        StopConfig(server_steps=1500),
+        twin_system(speeds),
+        clients=4,
+    ).run()
     assert max(Counter(e.client for e in plain.events).values()) < 1500 * 0.3  # exponent 0: uniform

@@ -26,8 +26,17 @@ STUDY_SCENARIOS = [
     "sync_vs_async_stragglers.yaml",
     "delay_scale.yaml",
 ]
-TINY = ["clients.count=10", "server.concurrency=4", "server.clients_per_round=4", "server.buffer_size=2", "data.mean_samples=20",
-        "stop.sim_time=null", "stop.server_steps=10", "eval.every_time=null", "eval.every_steps=10"]
+TINY = [
+    "clients.count=10",
+    "server.concurrency=4",
+    "server.clients_per_round=4",
+    "server.buffer_size=2",
+    "data.mean_samples=20",
+    "stop.sim_time=null",
+    "stop.server_steps=10",
+    "eval.every_time=null",
+    "eval.every_steps=10",
+]
 
 
 def test_html_report_is_self_contained(tmp_path_factory: Any, capsys: Any) -> None:
@@ -95,9 +104,18 @@ def test_study_scenarios_run_at_tiny_scale(name: str, tmp_path: Path) -> None:
 def test_staleness_study_script_at_tiny_scale(tmp_path: Path) -> None:
     """What CI runs: the study script end to end at tiny scale (its figures and table exist)."""
     proc = subprocess.run(
-        [sys.executable, str(REPO / "analysis" / "staleness_study.py"), "--out", str(tmp_path), "--scale", "tiny",
-         "--quiet"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(REPO / "analysis" / "staleness_study.py"),
+            "--out",
+            str(tmp_path),
+            "--scale",
+            "tiny",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     for name in ("convergence_vs_tau.png", "convergence.png", "grad_norm.png", "staleness.png", "updates.png"):

@@ -22,8 +22,19 @@ from asyncfl.study.sweep_plan import run_name, value_text
 from asyncfl.study.sweep_state import SWEEP_FILE
 
 EVENT_COLUMNS = (
-    "task", "client", "dispatch_time", "arrival_time", "base_version", "server_version", "staleness",
-    "status", "weight", "download_time", "compute_time", "upload_time", "applied_version",
+    "task",
+    "client",
+    "dispatch_time",
+    "arrival_time",
+    "base_version",
+    "server_version",
+    "staleness",
+    "status",
+    "weight",
+    "download_time",
+    "compute_time",
+    "upload_time",
+    "applied_version",
 )
 METRIC_COLUMNS = ("sim_time", "server_version", "client_updates", "metric", "value")
 
@@ -38,7 +49,9 @@ BASE: dict[str, Any] = {
 }
 
 
-def fabricate_run(run_dir: Path, scenario: Mapping[str, Any], status: str = "completed", per_client: bool = False) -> None:  # noqa: C901 (writes a fake run directory one file and option at a time)
+def fabricate_run(  # noqa: C901 (writes a fake run directory one file and option at a time)
+    run_dir: Path, scenario: Mapping[str, Any], status: str = "completed", per_client: bool = False
+) -> None:
     """Write a run directory for ``scenario`` (a raw mapping) with plausible numbers."""
     s = validate(dict(scenario))
     rng = np.random.default_rng(s.seed + 1000 * int(s.system.delay_scale * 10))
@@ -55,7 +68,23 @@ def fabricate_run(run_dir: Path, scenario: Mapping[str, Any], status: str = "com
             chosen = rng.choice(n, size=k, replace=False)
             durs = speed[chosen] * rng.lognormal(0, 0.2, k)
             for c, d in zip(chosen.tolist(), durs.tolist(), strict=True):
-                events.append((task, int(c), t, t + d, version, version, 0, "applied", 1.0, 0.1 * d, 0.8 * d, 0.1 * d, version + 1))
+                events.append(
+                    (
+                        task,
+                        int(c),
+                        t,
+                        t + d,
+                        version,
+                        version,
+                        0,
+                        "applied",
+                        1.0,
+                        0.1 * d,
+                        0.8 * d,
+                        0.1 * d,
+                        version + 1,
+                    )
+                )
                 applied_per_client[c] += 1
                 task += 1
             t += float(durs.max())
@@ -75,10 +104,14 @@ def fabricate_run(run_dir: Path, scenario: Mapping[str, Any], status: str = "com
             t = arr
             st = version - base
             if tau is not None and st > tau:
-                events.append((task, c, disp, arr, base, version, st, "dropped_stale", math.nan, 0.1 * d, 0.8 * d, 0.1 * d, -1))
+                events.append(
+                    (task, c, disp, arr, base, version, st, "dropped_stale", math.nan, 0.1 * d, 0.8 * d, 0.1 * d, -1)
+                )
             else:
                 w = (st + 1) ** -0.5
-                events.append((task, c, disp, arr, base, version, st, "applied", w, 0.1 * d, 0.8 * d, 0.1 * d, version + 1))
+                events.append(
+                    (task, c, disp, arr, base, version, st, "applied", w, 0.1 * d, 0.8 * d, 0.1 * d, version + 1)
+                )
                 version += 1
                 applied_per_client[c] += 1
             task += 1
@@ -117,7 +150,15 @@ def fabricate_run(run_dir: Path, scenario: Mapping[str, Any], status: str = "com
             metrics.append((tv, v, updates, key, float(val)))
         if per_client:
             for c in range(n):
-                metrics.append((tv, v, updates, f"client_accuracy/{c}", float(base_acc + 0.02 * (applied_per_client[c] - applied_per_client.mean()))))
+                metrics.append(
+                    (
+                        tv,
+                        v,
+                        updates,
+                        f"client_accuracy/{c}",
+                        float(base_acc + 0.02 * (applied_per_client[c] - applied_per_client.mean())),
+                    )
+                )
     run_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(run_dir / SCENARIO_FILE, dump_scenario(s).encode())
     write_atomic(run_dir / METRICS_FILE, csv_bytes(METRIC_COLUMNS, metrics))

@@ -35,9 +35,7 @@ GRID_ARGS = [arg for g in TINY_GRID for arg in ("--grid", g)]
 
 
 def test_grid_values_are_yaml_scalars() -> None:
-    grid = parse_grid(
-        ["server.max_staleness=0,5,null", "server.lr=1e-3,0.5", "x.y=[1, 2],{name: hinge, a: 10},'a,b'"]
-    )
+    grid = parse_grid(["server.max_staleness=0,5,null", "server.lr=1e-3,0.5", "x.y=[1, 2],{name: hinge, a: 10},'a,b'"])
     assert grid["server.max_staleness"] == [0, 5, None]
     assert grid["server.lr"] == [1e-3, 0.5]
     assert grid["x.y"] == [[1, 2], {"name": "hinge", "a": 10}, "a,b"]
@@ -108,8 +106,9 @@ def test_bad_grid_exits_2_naming_it(tmp_path: Path, capsys: Any, grid: str, name
 
 
 def test_dry_run_lists_runs(tmp_path: Path, capsys: Any) -> None:
-    code = main(["sweep", str(tiny_scenario(tmp_path)), *GRID_ARGS,
-                 "--seeds", "2", "--out", str(tmp_path / "o"), "--dry-run"])
+    code = main(
+        ["sweep", str(tiny_scenario(tmp_path)), *GRID_ARGS, "--seeds", "2", "--out", str(tmp_path / "o"), "--dry-run"]
+    )
     out = capsys.readouterr().out.split()
     assert code == 0 and len(out) == 8 and not (tmp_path / "o").exists()
 
@@ -164,8 +163,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_runs(tmp_path_fact
     (out / SWEEP_FILE).write_text(json.dumps(m))
     before = _stamps(out)
     scen = Path(json.loads((src / SWEEP_FILE).read_text())["scenario"])
-    code = main(["sweep", str(scen), *GRID_ARGS, "--seeds", "2",
-                 "--out", str(out), "--workers", "2", "--quiet"])
+    code = main(["sweep", str(scen), *GRID_ARGS, "--seeds", "2", "--out", str(out), "--workers", "2", "--quiet"])
     assert code == 0
     after = _stamps(out)
     rerun = {n for n in names if before.get(n) != after.get(n)}
@@ -204,8 +202,21 @@ def test_sigterm_stops_the_sweep_and_a_rerun_finishes_it(tmp_path: Path) -> None
     for attempt, steps in enumerate((150, 600, 2400)):
         scen = tiny_scenario(tmp_path / f"a{attempt}", TINY_YAML.replace("server_steps: 20", f"server_steps: {steps}"))
         out = tmp_path / f"a{attempt}" / "out"
-        cmd = [sys.executable, "-m", "asyncfl", "sweep", str(scen), *GRID_ARGS,
-               "--seeds", "2", "--out", str(out), "--workers", "2", "--quiet"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "asyncfl",
+            "sweep",
+            str(scen),
+            *GRID_ARGS,
+            "--seeds",
+            "2",
+            "--out",
+            str(out),
+            "--workers",
+            "2",
+            "--quiet",
+        ]
         proc = _start_then_wait(cmd, partial(two_done, out))
         if proc.poll() is None:
             break
@@ -259,8 +270,20 @@ def test_sigterm_mid_run_then_rerun_continues_from_the_checkpoint(tmp_path: Path
         ref_dir = tmp_path / f"a{attempt}" / "ref"
         ref = sweep(scen, ref_dir, grid={"server.max_staleness": [1, 3]})
         out = tmp_path / f"a{attempt}" / "out"
-        cmd = [sys.executable, "-m", "asyncfl", "sweep", str(scen), "--grid", "server.max_staleness=1,3",
-               "--out", str(out), "--checkpoint-every", "20", "--quiet"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "asyncfl",
+            "sweep",
+            str(scen),
+            "--grid",
+            "server.max_staleness=1,3",
+            "--out",
+            str(out),
+            "--checkpoint-every",
+            "20",
+            "--quiet",
+        ]
         first = out / ref.runs[0].name
         proc = _start_then_wait(cmd, (first / "checkpoint").is_dir)
         if proc.poll() is None:
@@ -281,15 +304,18 @@ def test_a_different_scenario_in_the_same_out_is_refused(tmp_path_factory: Any, 
     out = tmp_path / "out"
     shutil.copytree(tiny_sweep(tmp_path_factory, workers=2), out)
     scen = tiny_scenario(tmp_path)
-    code = main(["sweep", str(scen), *GRID_ARGS, "--seeds", "2",
-                 "--out", str(out), "--set", "server.lr=0.5", "--quiet"])
+    code = main(
+        ["sweep", str(scen), *GRID_ARGS, "--seeds", "2", "--out", str(out), "--set", "server.lr=0.5", "--quiet"]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "different scenario" in err and "server.lr" in err
 
 
 def test_a_failed_run_is_recorded_and_the_rest_go_on(tmp_path: Path) -> None:
     scen = tiny_scenario(tmp_path)
-    grid = {"data": [{"dataset": "synthetic", "mean_samples": 20}, {"dataset": "mnist", "root": str(tmp_path / "none")}]}
+    grid = {
+        "data": [{"dataset": "synthetic", "mean_samples": 20}, {"dataset": "mnist", "root": str(tmp_path / "none")}]
+    }
     with pytest.raises(SweepFailedError, match=r"1 of 2 runs failed.*mnist files not found"):
         sweep(scen, tmp_path / "out", grid=grid)
     m = read_sweep_manifest(tmp_path / "out")
@@ -300,11 +326,19 @@ def test_a_failed_run_is_recorded_and_the_rest_go_on(tmp_path: Path) -> None:
 
 def test_a_diverged_run_is_a_result_not_a_failure(tmp_path: Path) -> None:
     scen = tiny_scenario(tmp_path)
-    res = sweep(scen, tmp_path / "out", overrides=["data.dataset=quadratic", "model.name=quadratic",
-                                                   "algorithm.local_steps=10"], grid={"algorithm.lr": [0.01, 10.0]})
+    res = sweep(
+        scen,
+        tmp_path / "out",
+        overrides=["data.dataset=quadratic", "model.name=quadratic", "algorithm.local_steps=10"],
+        grid={"algorithm.lr": [0.01, 10.0]},
+    )
     assert res.counts == {"completed": 1, "diverged": 1}
-    again = sweep(scen, tmp_path / "out", overrides=["data.dataset=quadratic", "model.name=quadratic",
-                                                     "algorithm.local_steps=10"], grid={"algorithm.lr": [0.01, 10.0]})
+    again = sweep(
+        scen,
+        tmp_path / "out",
+        overrides=["data.dataset=quadratic", "model.name=quadratic", "algorithm.local_steps=10"],
+        grid={"algorithm.lr": [0.01, 10.0]},
+    )
     assert all(r.skipped for r in again.runs)  # a divergence is deterministic: not rerun
 
 
@@ -443,8 +477,22 @@ def _long_sweep(tmp_path: Path, workers: int) -> tuple[list[str], Path, list[str
     and its run names."""
     scen = tiny_scenario(tmp_path, TINY_YAML.replace("server_steps: 20", "server_steps: 1000000"))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "asyncfl", "sweep", str(scen), "--grid", "server.max_staleness=1,3",
-           "--out", str(out), "--workers", str(workers), "--checkpoint-every", "10", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "asyncfl",
+        "sweep",
+        str(scen),
+        "--grid",
+        "server.max_staleness=1,3",
+        "--out",
+        str(out),
+        "--workers",
+        str(workers),
+        "--checkpoint-every",
+        "10",
+        "--quiet",
+    ]
     return cmd, out, ["server.max_staleness=1,seed=0", "server.max_staleness=3,seed=0"]
 
 
@@ -456,8 +504,10 @@ def test_ctrl_c_exits_130_naming_the_interrupted_runs_and_the_command_that_resum
     cmd, out, names = _long_sweep(tmp_path, workers=2)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline and not all(
-        (out / n / "checkpoint" / "latest.json").is_file() for n in names
+    while (
+        proc.poll() is None
+        and time.monotonic() < deadline
+        and not all((out / n / "checkpoint" / "latest.json").is_file() for n in names)
     ):
         time.sleep(0.05)
     assert proc.poll() is None, proc.communicate()[1]

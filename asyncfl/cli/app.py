@@ -27,8 +27,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="run directory (default: runs/<name>-seed<seed>)")
     p.add_argument("--force", action="store_true", help="write into a non-empty directory that is not a run")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
-    p.add_argument("--checkpoint-every", default=None, metavar="N|Ns",
-                   help="checkpoint every N server steps, or every N wall-clock seconds with a trailing s")
+    p.add_argument(
+        "--checkpoint-every",
+        default=None,
+        metavar="N|Ns",
+        help="checkpoint every N server steps, or every N wall-clock seconds with a trailing s",
+    )
     add_run_args(p)
 
     p = sub.add_parser("resume", help="continue a killed or interrupted run from its last checkpoint")
@@ -53,8 +57,12 @@ def make_parser() -> argparse.ArgumentParser:
     d = dsub.add_parser("convert-trace", help="convert a FedScale device-capacity or behaviour trace (pickle) to CSV")
     d.add_argument("input", help="FedScale trace pickle (client_device_capacity or client_behave_trace)")
     d.add_argument("output", help="CSV to write: a system.profile file or an availability trace")
-    d.add_argument("--flops-per-sample", type=float, default=None,
-                   help="forward FLOPs per sample of the benchmarked model: also write flops_per_s")
+    d.add_argument(
+        "--flops-per-sample",
+        type=float,
+        default=None,
+        help="forward FLOPs per sample of the benchmarked model: also write flops_per_s",
+    )
 
     from asyncfl.cli import bench, study
 
@@ -162,7 +170,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         scenario.name,
         args.quiet,
         lambda progress: run(
-            scenario, out, base_dir=base_dir, force=args.force, progress=progress, command=command,
+            scenario,
+            out,
+            base_dir=base_dir,
+            force=args.force,
+            progress=progress,
+            command=command,
             checkpoint_every=args.checkpoint_every,
         ),
     )

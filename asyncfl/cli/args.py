@@ -33,8 +33,14 @@ def whole_number(minimum: int) -> Callable[[str], int]:
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a scenario key; VALUE is a YAML scalar (e.g. server.max_staleness=null)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a scenario key; VALUE is a YAML scalar (e.g. server.max_staleness=null)",
+    )
     p.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="where numbers are computed")
 

@@ -62,8 +62,9 @@ class LogLines:
     ``heartbeat()`` when nothing was written for ``interval`` seconds. Thread-safe (a heartbeat
     thread ticks while the main thread waits for runs)."""
 
-    def __init__(self, stream: TextIO, heartbeat: Callable[[], str], clock: Clock = time.monotonic,
-                 interval: float = HEARTBEAT_S) -> None:
+    def __init__(
+        self, stream: TextIO, heartbeat: Callable[[], str], clock: Clock = time.monotonic, interval: float = HEARTBEAT_S
+    ) -> None:
         self.stream, self.heartbeat, self.clock, self.interval = stream, heartbeat, clock, interval
         self._last = clock()
         self._lock = threading.Lock()
@@ -121,8 +122,15 @@ def _eta_column(eta: Eta) -> Any:
 def _bar(console: Any, eta: Eta, *columns: Any) -> Any:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn("[bold]{task.fields[label]}"), BarColumn(), *columns,
-                    TimeElapsedColumn(), _eta_column(eta), console=console, transient=True)
+    return Progress(
+        TextColumn("[bold]{task.fields[label]}"),
+        BarColumn(),
+        *columns,
+        TimeElapsedColumn(),
+        _eta_column(eta),
+        console=console,
+        transient=True,
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -135,8 +143,15 @@ class RunProgress:
     as a context manager (the bar or the heartbeat thread lives inside it); :meth:`finished`
     writes the run's line off a terminal."""
 
-    def __init__(self, label: str, *, stream: TextIO | None = None, terminal: bool | None = None,
-                 clock: Clock = time.monotonic, interval: float = HEARTBEAT_S) -> None:
+    def __init__(
+        self,
+        label: str,
+        *,
+        stream: TextIO | None = None,
+        terminal: bool | None = None,
+        clock: Clock = time.monotonic,
+        interval: float = HEARTBEAT_S,
+    ) -> None:
         self.label = label
         self.stream = stream if stream is not None else sys.stderr
         self.terminal = is_terminal(self.stream) if terminal is None else terminal
@@ -147,8 +162,10 @@ class RunProgress:
         self._task: Any = None
 
     def _heartbeat(self) -> str:
-        return (f"run {self.label}: {100 * self.fraction:.0f}% done, elapsed {duration(self.eta.elapsed())}, "
-                f"ETA {duration(self.eta.remaining())}")
+        return (
+            f"run {self.label}: {100 * self.fraction:.0f}% done, elapsed {duration(self.eta.elapsed())}, "
+            f"ETA {duration(self.eta.remaining())}"
+        )
 
     def __call__(self, fraction: float, info: dict[str, Any]) -> None:
         self.fraction = min(max(fraction, 0.0), 1.0)
@@ -189,8 +206,15 @@ class SweepProgress:
     """The progress of a sweep of ``total`` runs; call it as :func:`asyncfl.study.sweep.run_sweep`'s
     progress hook ``(event, run)``, inside :meth:`shown`."""
 
-    def __init__(self, total: int, *, stream: TextIO | None = None, terminal: bool | None = None,
-                 clock: Clock = time.monotonic, interval: float = HEARTBEAT_S) -> None:
+    def __init__(
+        self,
+        total: int,
+        *,
+        stream: TextIO | None = None,
+        terminal: bool | None = None,
+        clock: Clock = time.monotonic,
+        interval: float = HEARTBEAT_S,
+    ) -> None:
         self.total = total
         self.stream = stream if stream is not None else sys.stderr
         self.terminal = is_terminal(self.stream) if terminal is None else terminal
@@ -209,8 +233,10 @@ class SweepProgress:
         return self.kept + self.finished
 
     def _status(self) -> str:
-        return (f"{self.done}/{self.total} done, elapsed {duration(self.eta.elapsed())}, "
-                f"ETA {duration(self.eta.remaining())}")
+        return (
+            f"{self.done}/{self.total} done, elapsed {duration(self.eta.elapsed())}, "
+            f"ETA {duration(self.eta.remaining())}"
+        )
 
     def _heartbeat(self) -> str:
         return f"sweep: {self._status()} ({self.running} running)"

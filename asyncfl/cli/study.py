@@ -53,8 +53,13 @@ def register(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]])
         "Rerunning the same command skips finished runs and reruns unfinished ones.",
     )
     p.add_argument("file", help="scenario YAML file (its sweep: section, if any, adds a grid and seeds)")
-    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
-                   help="a grid axis; each value is a YAML scalar as with --set (e.g. server.max_staleness=0,5,null)")
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="a grid axis; each value is a YAML scalar as with --set (e.g. server.max_staleness=0,5,null)",
+    )
     p.add_argument(
         "--seeds",
         type=whole_number(1),
@@ -82,9 +87,13 @@ def register(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]])
         default=None,
         help="torch threads per run (default: OMP_NUM_THREADS, else cores / workers)",
     )
-    p.add_argument("--checkpoint-every", default=None, metavar="N|Ns",
-                   help="each run checkpoints every N server steps (or N wall-clock seconds: Ns), so a run "
-                        "stopped part-way continues from there when the sweep is rerun")
+    p.add_argument(
+        "--checkpoint-every",
+        default=None,
+        metavar="N|Ns",
+        help="each run checkpoints every N server steps (or N wall-clock seconds: Ns), so a run "
+        "stopped part-way continues from there when the sweep is rerun",
+    )
     p.add_argument("--force", action="store_true", help="rerun every run, even finished ones")
     p.add_argument("--dry-run", action="store_true", help="validate and list the runs; run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
@@ -98,9 +107,18 @@ def register(sub: Any, commands: dict[str, Callable[[argparse.Namespace], int]])
     p.add_argument("--metric", default=None, help="metric to show (default: personalized_accuracy when recorded)")
     p.add_argument("--x", choices=X_AXES, default=None, help="x axis of convergence curves (default: sim_time)")
     p.add_argument("--hue", default=None, help="run column to colour by (a grid key, algorithm, run, seed, ...)")
-    p.add_argument("--target", type=float, default=None, help="level for time-to-target (default: half-way from the highest start to the best final value)")
-    p.add_argument("--band", choices=["auto", "ci", "sd", "se", "none"], default=None,
-                   help="spread over seeds: 95%% CI, s.d., s.e. (auto: CI with >= 3 seeds, else s.d.)")
+    p.add_argument(
+        "--target",
+        type=float,
+        default=None,
+        help="level for time-to-target (default: half-way from the highest start to the best final value)",
+    )
+    p.add_argument(
+        "--band",
+        choices=["auto", "ci", "sd", "se", "none"],
+        default=None,
+        help="spread over seeds: 95%% CI, s.d., s.e. (auto: CI with >= 3 seeds, else s.d.)",
+    )
     commands["plot"] = cmd_plot
 
     p = sub.add_parser("report", help="write a self-contained HTML or Markdown report of a run or sweep")
@@ -117,8 +135,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from asyncfl.study.sweep_plan import plan_sweep
 
     backend = make_backend(
-        args.backend, workers=args.workers, threads=args.threads, ray_address=args.ray_address,
-        gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run,
+        args.backend,
+        workers=args.workers,
+        threads=args.threads,
+        ray_address=args.ray_address,
+        gpus_per_run=args.gpus_per_run,
+        cpus_per_run=args.cpus_per_run,
     )
     plan = plan_sweep(args.file, args.grid, args.seeds, args.overrides, args.seed, args.device)
     if args.dry_run:
@@ -128,8 +150,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     command = ["asyncfl", *sys.argv[1:]]
     t0 = time.perf_counter()
-    kwargs: dict[str, Any] = dict(backend=backend, force=args.force, command=command,
-                                  checkpoint_every=args.checkpoint_every)
+    kwargs: dict[str, Any] = dict(
+        backend=backend, force=args.force, command=command, checkpoint_every=args.checkpoint_every
+    )
     if args.quiet:
         result = run_sweep(plan, args.out, **kwargs)
     else:
@@ -177,8 +200,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from asyncfl.study import figures
 
     study = _study(args.dir)
-    fig = figures.figure(args.kind, study, metric=args.metric, x=args.x, hue=args.hue, target=args.target,
-                       band=args.band)
+    fig = figures.figure(
+        args.kind, study, metric=args.metric, x=args.x, hue=args.hue, target=args.target, band=args.band
+    )
     path = figures.save(fig, args.out)
     print(path)
     return 0

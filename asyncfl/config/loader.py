@@ -83,9 +83,7 @@ class _ScenarioLoader(_BaseLoader):  # type: ignore[valid-type,misc]
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
 
@@ -268,7 +266,9 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             if nxt is None:
                 nxt = {}
             if not isinstance(nxt, dict):
-                raise ScenarioError(".".join(parts[: i + 1]), f"is {type(nxt).__name__}, not a mapping; cannot set {key}")
+                raise ScenarioError(
+                    ".".join(parts[: i + 1]), f"is {type(nxt).__name__}, not a mapping; cannot set {key}"
+                )
             cursor[part] = nxt
             cursor = nxt
         cursor[leaf] = value

@@ -57,8 +57,13 @@ class Strict(BaseModel):
     # defer_build: a model's validator is built at its first use, so the tagged unions of
     # registered components (ComponentUnion) include the plug-ins loaded by then.
     model_config = ConfigDict(
-        extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False, strict=True,
-        use_attribute_docstrings=True, defer_build=True,
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+        allow_inf_nan=False,
+        strict=True,
+        use_attribute_docstrings=True,
+        defer_build=True,
     )
 
     @model_validator(mode="before")
@@ -675,7 +680,6 @@ class DataCommon(Strict):
     """Fewest samples (train + test) a client may hold (a count)."""
 
 
-
 class SyntheticData(DataCommon):
     """Synthetic(alpha, beta) of FedProx / pFedMe: alpha and beta are standard deviations of the
     per-client model and feature means; ``iid`` draws one shared model; client sizes lognormal."""
@@ -856,6 +860,7 @@ class ClientsConfig(Strict):
 # ------------------------------------------------------------------------------------------------
 # System model
 # ------------------------------------------------------------------------------------------------
+
 
 class ComputeConfig(Strict):
     """How long a task computes. ``model`` picks the unit of the device speed:
@@ -1113,7 +1118,6 @@ class Scenario(Strict):
     sweep: SweepConfig | None = None
     """A sweep declared in the scenario (read by ``asyncfl sweep``); null: none."""
 
-
     @model_validator(mode="after")
     def _cross(self) -> Scenario:
         s = self.server
@@ -1134,7 +1138,6 @@ class Scenario(Strict):
             if lr is not None and lr > 0:
                 object.__setattr__(self, "eval", self.eval.model_copy(update={"adapt_lr": float(lr)}))
         return self
-
 
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"

@@ -132,7 +132,9 @@ def read_folder(folder: Path) -> tuple[list[str], UserData]:
     data: UserData = {}
     paths = sorted(folder.glob("*.json"))
     if len(paths) > MAX_FILES:
-        raise DataNotFoundError(f"data.root: {folder} holds {len(paths):,} *.json files, more than the {MAX_FILES:,} allowed")
+        raise DataNotFoundError(
+            f"data.root: {folder} holds {len(paths):,} *.json files, more than the {MAX_FILES:,} allowed"
+        )
     for path in paths:
         obj = _read_leaf_json(path)
         try:

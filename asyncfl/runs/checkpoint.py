@@ -103,7 +103,7 @@ def _append(path: Path, columns: tuple[str, ...], rows: list[Any]) -> int:
         try:
             view = memoryview(body)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         except BaseException as exc:
             with contextlib.suppress(OSError):

@@ -86,8 +86,9 @@ def check_scenario(scenario: Scenario, device: Any) -> None:
         )
 
 
-def check_built(data_bytes: float, model_bytes: float, versions: int, chunk_bytes: float, eval_bytes: float,
-                device: Any) -> dict[str, float]:
+def check_built(
+    data_bytes: float, model_bytes: float, versions: int, chunk_bytes: float, eval_bytes: float, device: Any
+) -> dict[str, float]:
     """Refuse when the built run's estimate exceeds what is available; returns the estimate."""
     est = {
         "data": data_bytes,

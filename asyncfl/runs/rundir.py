@@ -45,8 +45,17 @@ LOCK_FILE = ".lock"
 CHECKPOINT_DIR = "checkpoint"
 EVENTS_PARTIAL = "events.partial.csv"
 METRICS_PARTIAL = "metrics.partial.csv"
-RUN_FILES = (SCENARIO_FILE, MANIFEST_FILE, METRICS_FILE, EVENTS_FILE, RUN_INFO_FILE, LOCK_FILE, CHECKPOINT_DIR,
-             EVENTS_PARTIAL, METRICS_PARTIAL)
+RUN_FILES = (
+    SCENARIO_FILE,
+    MANIFEST_FILE,
+    METRICS_FILE,
+    EVENTS_FILE,
+    RUN_INFO_FILE,
+    LOCK_FILE,
+    CHECKPOINT_DIR,
+    EVENTS_PARTIAL,
+    METRICS_PARTIAL,
+)
 """Every name a run writes in its directory: none of them may be a symbolic link."""
 
 MAX_JSON_BYTES = 64 << 20
@@ -89,7 +98,7 @@ def write_atomic(path: Path, data: bytes) -> None:
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -387,7 +396,8 @@ def _check_manifest(mpath: Path, manifest: Any) -> dict[str, Any]:
             raise DamagedRunDirError(mpath, f"final_metrics.{k} is a {type(v).__name__}, not a number")
     for name, want in manifest.get("files", {}).items():
         ok = isinstance(want, dict) and all(
-            isinstance(want.get(k), t) and not isinstance(want.get(k), bool) for k, t in (("bytes", int), ("sha256", str))
+            isinstance(want.get(k), t) and not isinstance(want.get(k), bool)
+            for k, t in (("bytes", int), ("sha256", str))
         )
         if not ok:
             raise DamagedRunDirError(mpath, f"files.{name} is not of the form {{bytes: <int>, sha256: <hex>}}")
@@ -412,7 +422,9 @@ def load_run(run_dir: str | Path) -> RunResult:
         raise RunDirError(f"{d}: no such run directory")
     mpath = d / MANIFEST_FILE
     if not os.path.lexists(mpath):
-        raise RunDirError(f"{d}: incomplete run directory, {MANIFEST_FILE} is missing (the run may still be going or was killed)")
+        raise RunDirError(
+            f"{d}: incomplete run directory, {MANIFEST_FILE} is missing (the run may still be going or was killed)"
+        )
     try:
         manifest = _check_manifest(mpath, read_run_json(mpath, what="unreadable manifest"))
     except FileNotFoundError:

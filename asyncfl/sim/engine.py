@@ -134,7 +134,6 @@ TASK, EVAL, DEADLINE, RETRY = 0, 1, 2, 3
 STALL_TASKS = 1_000_000
 
 
-
 class EngineResult(NamedTuple):
     """What a run produced. ``events`` / ``metrics``: the records not yet taken with
     :meth:`Engine.drain_records`; ``counts``: totals by kind (see ``COUNT_KEYS``); ``version``: final
@@ -612,7 +611,20 @@ class Engine:
         """Put an arrived update in the server buffer; its event row is filled in when applied."""
         slot = self._events_drained + len(self._events)
         self._events.append(None)
-        w = (task, t.client, t.dispatch_time, t.event_time, t.base, version, tau, weight, t.download, t.compute, t.upload, slot)
+        w = (
+            task,
+            t.client,
+            t.dispatch_time,
+            t.event_time,
+            t.base,
+            version,
+            tau,
+            weight,
+            t.download,
+            t.compute,
+            t.upload,
+            slot,
+        )
         self._buffer.append(new_record(Waiting, w))
 
     def _lose(self, task: int, t: Task) -> None:

@@ -39,7 +39,9 @@ def _float_fields(cls: type[Any]) -> tuple[bool, ...]:
     return tuple(getattr(ann[f], "__forward_arg__", ann[f]) in ("float", float, "SimTime") for f in cls._fields)
 
 
-_FLOATS: dict[type[Any], tuple[bool, ...]] = {cls: _float_fields(cls) for cls in (Task, Waiting, EventRecord, MetricRecord)}
+_FLOATS: dict[type[Any], tuple[bool, ...]] = {
+    cls: _float_fields(cls) for cls in (Task, Waiting, EventRecord, MetricRecord)
+}
 
 
 def row(cls: type[R], values: list[Any], nullable: bool = False) -> R:
@@ -106,7 +108,10 @@ FIELDS: dict[str, tuple[Callable[[Engine], Any], Callable[[Engine, Any], None]]]
     "idle": (lambda e: list(e._idle.items), lambda e, v: setattr(e, "_idle", IdleSet(e.num_clients, v))),
     "inflight": (lambda e: [[task, *t] for task, t in sorted(e._inflight.items())], _load_inflight),
     "pending": (_pending, _NOTHING),
-    "buffer": (lambda e: [list(w) for w in e._buffer], lambda e, v: setattr(e, "_buffer", [row(Waiting, w) for w in v])),
+    "buffer": (
+        lambda e: [list(w) for w in e._buffer],
+        lambda e, v: setattr(e, "_buffer", [row(Waiting, w) for w in v]),
+    ),
     "counts": (lambda e: dict(e._counts), lambda e, v: setattr(e, "_counts", _counts(v))),
     "round": _attr("_round", int),
     "retry_at": _attr("_retry_at", _opt(float)),

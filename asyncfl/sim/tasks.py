@@ -96,4 +96,16 @@ def event(
     )
 
 
-__all__ = ["ARRIVE", "LOSS_STATUS", "LOST_DROPOUT", "LOST_OFFLINE", "NAN", "Task", "Waiting", "as_time", "as_version", "event", "new_record"]
+__all__ = [
+    "ARRIVE",
+    "LOSS_STATUS",
+    "LOST_DROPOUT",
+    "LOST_OFFLINE",
+    "NAN",
+    "Task",
+    "Waiting",
+    "as_time",
+    "as_version",
+    "event",
+    "new_record",
+]

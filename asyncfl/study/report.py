@@ -52,24 +52,55 @@ def _sections(study: Study, metric: str, target: float | None) -> list[Section]:
     from asyncfl.study import figures
 
     plan: list[tuple[str, str, str, dict[str, Any]]] = [
-        ("convergence", f"Convergence: {metric}", f"{metric} against simulated time; one colour per setting.", {"metric": metric}),
-        ("convergence", f"Convergence: {metric} per server step", f"{metric} against the server version.",
-         {"metric": metric, "x": "server_version"}),
+        (
+            "convergence",
+            f"Convergence: {metric}",
+            f"{metric} against simulated time; one colour per setting.",
+            {"metric": metric},
+        ),
+        (
+            "convergence",
+            f"Convergence: {metric} per server step",
+            f"{metric} against the server version.",
+            {"metric": metric, "x": "server_version"},
+        ),
     ]
     if "grad_norm_sq" in study.metric_names and metric != "grad_norm_sq":
-        plan.append(("convergence", "Convergence measure ||∇F(w)||²",
-                     "grad_norm_sq, the squared gradient norm of the personalized objective (log scale).",
-                     {"metric": "grad_norm_sq"}))
+        plan.append(
+            (
+                "convergence",
+                "Convergence measure ||∇F(w)||²",
+                "grad_norm_sq, the squared gradient norm of the personalized objective (log scale).",
+                {"metric": "grad_norm_sq"},
+            )
+        )
     plan += [
-        ("convergence_vs_delay", "Convergence versus delay",
-         "Final metric and simulated time to the target against the delay scale and the staleness bound τ.",
-         {"metric": metric, "target": target}),
-        ("sync_vs_async", "Sync versus async", "Convergence on the simulated clock and time to target per server mode.",
-         {"metric": metric, "target": target}),
-        ("staleness", "Staleness distribution", "Staleness of applied updates per scenario, with its mean and bound τ.", {}),
+        (
+            "convergence_vs_delay",
+            "Convergence versus delay",
+            "Final metric and simulated time to the target against the delay scale and the staleness bound τ.",
+            {"metric": metric, "target": target},
+        ),
+        (
+            "sync_vs_async",
+            "Sync versus async",
+            "Convergence on the simulated clock and time to target per server mode.",
+            {"metric": metric, "target": target},
+        ),
+        (
+            "staleness",
+            "Staleness distribution",
+            "Staleness of applied updates per scenario, with its mean and bound τ.",
+            {},
+        ),
         ("updates", "Updates applied and dropped", "Client tasks per outcome, per run.", {}),
         ("participation", "Client participation", "Updates applied per client, clients ranked; Gini coefficient.", {}),
-        ("fairness", "Fairness", "Per client: updates applied (and accuracy when recorded) against its median task time.", {}),
+        (
+            "fairness",
+            "Fairness",
+            "Per client: updates applied (and accuracy when recorded) against its median task time.",
+            {},
+        ),
     ]
     out = []
     for kind, title, caption, opts in plan:
@@ -103,18 +134,37 @@ def _tables(study: Study, metric: str, target: float | None) -> list[tuple[str, 
     s = summary(study.metrics, keys, metric, tgt.value)
     how = " ".join(target_text(metric, tgt).split())
     if not s.empty and math.isfinite(tgt.value):
-        tables.append((f"Per setting: final {metric} and simulated time (s) to reach {tgt.value:.3g} "
-                       f"(mean and s.d. over seeds; {how})", s))
+        tables.append(
+            (
+                f"Per setting: final {metric} and simulated time (s) to reach {tgt.value:.3g} "
+                f"(mean and s.d. over seeds; {how})",
+                s,
+            )
+        )
     elif not s.empty:  # no target: no time-to-target columns counting to NaN
         s = s[[col for col in s.columns if not col.startswith("sim_time to") and col != "reached"]]
         tables.append((f"Per setting: final {metric} (mean and s.d. over seeds; {how})", s))
     runs = study.runs
     finals = [c for c in runs.columns if c.startswith("final.")]
-    lead = [c for c in ("personalized_accuracy", "global_accuracy", "personalized_loss", "grad_norm_sq")
-            if f"final.{c}" in finals]
-    cols = ["run", "seed", *[k for k in keys if k in runs.columns], "run_status", "sim_time", "server_version",
-            "updates_applied", "updates_dropped", "staleness_mean", "staleness_max", "wall_time_s",
-            *[f"final.{c}" for c in lead]]
+    lead = [
+        c
+        for c in ("personalized_accuracy", "global_accuracy", "personalized_loss", "grad_norm_sq")
+        if f"final.{c}" in finals
+    ]
+    cols = [
+        "run",
+        "seed",
+        *[k for k in keys if k in runs.columns],
+        "run_status",
+        "sim_time",
+        "server_version",
+        "updates_applied",
+        "updates_dropped",
+        "staleness_mean",
+        "staleness_max",
+        "wall_time_s",
+        *[f"final.{c}" for c in lead],
+    ]
     cols = list(dict.fromkeys(c for c in cols if c in runs.columns))
     tables.append(("Per run", runs[cols].rename(columns={"run_status": "status"})))
     return tables
@@ -133,7 +183,8 @@ def markdown_table(frame: pd.DataFrame) -> str:
 def _html_table(frame: pd.DataFrame) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in frame.itertuples(index=False)
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
+        for row in frame.itertuples(index=False)
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -170,8 +221,11 @@ def render_html(study: Study, sections: Sequence[Section], tables: Sequence[tupl
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>asyncfl report: {html.escape(study.path.name)}</title><style>{CSS}</style></head><body>",
         f"<h1>asyncfl report: {html.escape(study.path.name)}</h1>",
-        "<p class='muted'>" + "<br>".join(html.escape(x) for x in _describe(study)) + "<br>written "
-        + html.escape(_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")) + "</p>",
+        "<p class='muted'>"
+        + "<br>".join(html.escape(x) for x in _describe(study))
+        + "<br>written "
+        + html.escape(_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+        + "</p>",
     ]
     for title, frame in tables:
         parts.append(f"<h2>{html.escape(title)}</h2>{_html_table(frame)}")

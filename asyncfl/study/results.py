@@ -39,8 +39,13 @@ X_LABELS = {
 }
 DESCRIBE_KEYS = ("algorithm.name", "server.mode", "server.max_staleness", "system.delay_scale")
 """Scenario keys every run table carries (for figures that need them even when not swept)."""
-UNBOUNDED_IF_NULL = ("server.max_staleness", "server.round_deadline", "stop.sim_time", "stop.server_steps",
-                     "stop.client_updates")
+UNBOUNDED_IF_NULL = (
+    "server.max_staleness",
+    "server.round_deadline",
+    "stop.sim_time",
+    "stop.server_steps",
+    "stop.client_updates",
+)
 """Numeric keys where null means "no bound": always ``inf`` in frames."""
 
 
@@ -230,9 +235,7 @@ def _run_columns(run: LoadedRun, keys: Sequence[str], extra: Sequence[str]) -> d
     return cols
 
 
-def _stack(
-    runs: Sequence[LoadedRun], keys: Sequence[str], extra: Sequence[str], what: str
-) -> pd.DataFrame:
+def _stack(runs: Sequence[LoadedRun], keys: Sequence[str], extra: Sequence[str], what: str) -> pd.DataFrame:
     parts = []
     for r in runs:
         frame = r.result.metrics if what == "metrics" else r.result.events
@@ -277,7 +280,9 @@ def load_runs(paths: Iterable[str | Path], *, keys: Sequence[str] | None = None,
     use = inferred if keys is None else list(keys)
     if keys is not None:
         runs = [
-            LoadedRun(r.name, r.seed, {k: display_value(scenario_value(r.scenario, k)) for k in use}, r.result, r.scenario)
+            LoadedRun(
+                r.name, r.seed, {k: display_value(scenario_value(r.scenario, k)) for k in use}, r.result, r.scenario
+            )
             for r in runs
         ]
     return _stack(runs, use, (), "events" if events else "metrics")
@@ -353,10 +358,15 @@ def resolve_target(
     where = "highest" if up else "lowest"
     gain = (best - common) if up else (common - best)
     if not gain > max(MIN_GAIN * abs(common), 1e-12):
-        return Target(math.nan, f"no run ends clearly {'above' if up else 'below'} the {where} start {common:.3g} "
-                                f"(best final value {best:.3g})")
+        return Target(
+            math.nan,
+            f"no run ends clearly {'above' if up else 'below'} the {where} start {common:.3g} "
+            f"(best final value {best:.3g})",
+        )
     value = common + fraction * (best - common)
-    return Target(value, f"{fraction:.0%} of the way from the {where} start {common:.3g} to the best final value {best:.3g}")
+    return Target(
+        value, f"{fraction:.0%} of the way from the {where} start {common:.3g} to the best final value {best:.3g}"
+    )
 
 
 def default_target(metrics: pd.DataFrame, metric: str) -> float:
@@ -367,9 +377,7 @@ def default_target(metrics: pd.DataFrame, metric: str) -> float:
     return resolve_target(metrics, metric).value
 
 
-def time_to_target(
-    metrics: pd.DataFrame, metric: str, target: float, x: str = "sim_time"
-) -> pd.DataFrame:
+def time_to_target(metrics: pd.DataFrame, metric: str, target: float, x: str = "sim_time") -> pd.DataFrame:
     """Per run, the first ``x`` (simulated seconds by default) at which ``metric`` reaches
     ``target`` (>= for accuracies, <= for losses); NaN if it never does. One row per run with the
     run columns, ``time_to_target`` and ``at_start`` (True when the run's first evaluation already

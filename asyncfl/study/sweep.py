@@ -37,6 +37,7 @@ directories, same bytes in ``metrics.csv`` / ``events.csv``, whichever ran them)
   scenario names). ``gpus_per_run`` (may be fractional) reserves GPUs per task; set
   ``execution.device`` to ``auto`` or ``cuda`` for the runs to use them.
 """
+
 from __future__ import annotations
 
 import math
@@ -137,7 +138,6 @@ class SweepFailedError(AsyncFLError):
     def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
         self.exit_code = exit_code
         super().__init__(message)
-
 
 
 # ------------------------------------------------------------------------------------------------
@@ -339,8 +339,10 @@ class LocalPool(SweepBackend):
 
         n_threads = self.threads if self.threads is not None else default_threads(self.slots)
         self._pool = ProcessPoolExecutor(
-            max_workers=self.slots, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker, initargs=(n_threads,),
+            max_workers=self.slots,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(n_threads,),
         )
 
     def submit(self, task: RunTask) -> None:
@@ -579,8 +581,9 @@ def default_threads(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
-def sweep_states(plan: SweepPlan, out_dir: str | Path, *, force: bool = False,
-                 resumes: bool = True) -> list[tuple[SweepRun, str]]:
+def sweep_states(
+    plan: SweepPlan, out_dir: str | Path, *, force: bool = False, resumes: bool = True
+) -> list[tuple[SweepRun, str]]:
     """What a sweep into ``out_dir`` would do with each run of ``plan``: ``done`` (kept; the run
     carries its status and ``skipped``), ``resume`` (continued from where it stopped) or
     ``redo`` (cleared and run). A run there made from a different scenario is a RunDirError."""
@@ -661,9 +664,19 @@ def run_sweep(
                 shutil.rmtree(out / r.name)
         every = None if checkpoint_every is None else str(checkpoint_every)
         tasks = [
-            RunTask(r.name, dump_scenario(r.scenario), str(out / r.name), str(plan.base_dir), None, None, command,
-                    every, state == "resume")
-            for r, state in states if state != "done"
+            RunTask(
+                r.name,
+                dump_scenario(r.scenario),
+                str(out / r.name),
+                str(plan.base_dir),
+                None,
+                None,
+                command,
+                every,
+                state == "resume",
+            )
+            for r, state in states
+            if state != "done"
         ]
         user_failed = _execute(runner, tasks, manifest, progress, command)
     result = SweepResult(out, list(manifest.runs.values()))
@@ -758,7 +771,9 @@ def _execute(
                     if outcome.status == "failed" and outcome.user_error:
                         user_failed.add(outcome.name)
                     r = manifest.runs[outcome.name]
-                    note(replace(r, status=outcome.status, wall_time_s=outcome.wall_time_s, error=outcome.error), "done")
+                    note(
+                        replace(r, status=outcome.status, wall_time_s=outcome.wall_time_s, error=outcome.error), "done"
+                    )
                     if outcome.status == "interrupted":
                         raise _Signal(signal.SIGTERM if "SIGTERM" in (outcome.error or "") else signal.SIGINT)
             runner.close()
@@ -834,4 +849,3 @@ __all__ = [
     "value_label",
     "value_text",
 ]
-

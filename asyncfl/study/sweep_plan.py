@@ -147,7 +147,9 @@ def parse_grid(items: Iterable[str]) -> dict[str, list[Any]]:
             _, value = parse_override(f"{key}={text}", "--grid")
             used += count_values(value, MAX_NODES - used)
             if used > MAX_NODES:
-                raise ScenarioError(key, f"--grid values hold more than {MAX_NODES:,} values in all (YAML aliases expanded)")
+                raise ScenarioError(
+                    key, f"--grid values hold more than {MAX_NODES:,} values in all (YAML aliases expanded)"
+                )
             values.append(value)
         grid[key] = values
     return grid
@@ -339,5 +341,3 @@ def plan_sweep(  # noqa: C901 (a flat run of one-line input checks: source, grid
             runs.append(SweepRun(run_name(point, s, labels), point, s, scenario))
     runs = _dedupe_names(runs)
     return SweepPlan(base, merged, seed_list, runs, folder, src_name, list(overrides))
-
-

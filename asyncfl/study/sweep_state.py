@@ -150,8 +150,6 @@ def existing_state(run_dir: Path, scenario: Scenario) -> tuple[str, str | None]:
     return "redo", None  # killed before its first checkpoint: nothing there to keep
 
 
-
-
 # ------------------------------------------------------------------------------------------------
 # One writer per sweep directory
 # ------------------------------------------------------------------------------------------------

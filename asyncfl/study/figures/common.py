@@ -117,7 +117,9 @@ def combo_label(frame: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
         parts = []
         for k in keys:
             v = fmt_value(row[k])
-            parts.append(v if k in ("algorithm", "algorithm.name", MODE) or len(keys) == 1 else f"{SHORT.get(k, k)}={v}")
+            parts.append(
+                v if k in ("algorithm", "algorithm.name", MODE) or len(keys) == 1 else f"{SHORT.get(k, k)}={v}"
+            )
         return ", ".join(parts)
 
     labels = [textwrap.fill(one(row), LABEL_WIDTH, break_long_words=False) for _, row in frame.iterrows()]
@@ -134,7 +136,9 @@ def combo_order(frame: pd.DataFrame, keys: Sequence[str]) -> list[str]:
     sortable = sortable.drop_duplicates("_label")
     for k in reversed(keys):
         pos = {repr(v): i for i, v in enumerate(levels(frame, k))}
-        sortable = sortable.iloc[np.argsort(sortable[k].map(lambda v, p=pos: p.get(repr(v), 0)).to_numpy(), kind="stable")]
+        sortable = sortable.iloc[
+            np.argsort(sortable[k].map(lambda v, p=pos: p.get(repr(v), 0)).to_numpy(), kind="stable")
+        ]
     return list(sortable["_label"])
 
 
@@ -166,7 +170,11 @@ def level_colors(study: Study, keys: Sequence[str]) -> tuple[list[str], dict[str
 
 
 def color_legend(
-    fig: Any, order: Sequence[str], colors: Mapping[str, Any], title: str | None, marker: str = "",
+    fig: Any,
+    order: Sequence[str],
+    colors: Mapping[str, Any],
+    title: str | None,
+    marker: str = "",
     extra: Sequence[Any] = (),
 ) -> Any:
     """The figure's legend: every level in ``order`` with its colour (whether or not a panel drew
@@ -323,7 +331,9 @@ def band_note(band: str, seeds: int, what: str = "bands") -> str:
 
 def ttt_label(metric: str, target: float, x: str) -> str:
     """Axis label of a time-to-target: what is counted, to reach which level."""
-    what = {"sim_time": "simulated time (s)", "server_version": "server versions", "client_updates": "client updates"}[x]
+    what = {"sim_time": "simulated time (s)", "server_version": "server versions", "client_updates": "client updates"}[
+        x
+    ]
     return f"{what} to reach\n{metric_label(metric)} {'≥' if higher_is_better(metric) else '≤'} {target:.3g}"
 
 
@@ -354,8 +364,18 @@ def never_marks(ax: Any, xs: Sequence[float], color: Any, transform: Any, gid: s
     if not len(xs):
         return
     tr = blended_transform_factory(transform, ax.transAxes)
-    ax.plot(list(xs), [0.97] * len(xs), linestyle="none", marker="^", markerfacecolor="white",
-            markeredgecolor=color, markersize=7, transform=tr, clip_on=False, gid=gid)
+    ax.plot(
+        list(xs),
+        [0.97] * len(xs),
+        linestyle="none",
+        marker="^",
+        markerfacecolor="white",
+        markeredgecolor=color,
+        markersize=7,
+        transform=tr,
+        clip_on=False,
+        gid=gid,
+    )
 
 
 def headroom(ax: Any, values: Any) -> None:
@@ -399,17 +419,35 @@ def note_far(ax: Any, far: Mapping[str, float], extent: Sequence[float]) -> None
     if not far:
         return
     top = float(np.nanmax(np.asarray(extent, dtype=float))) if len(extent) else math.inf
-    text = "\n".join(f"{REF_NAMES.get(k, k)}: {v:.3g} ({'below' if v < top else 'above'} the axis)"
-                     for k, v in far.items())
-    ax.text(0.02, 0.03, text, transform=ax.transAxes, ha="left", va="bottom", fontsize="x-small", color="dimgrey",
-            gid="ref-far")
+    text = "\n".join(
+        f"{REF_NAMES.get(k, k)}: {v:.3g} ({'below' if v < top else 'above'} the axis)" for k, v in far.items()
+    )
+    ax.text(
+        0.02,
+        0.03,
+        text,
+        transform=ax.transAxes,
+        ha="left",
+        va="bottom",
+        fontsize="x-small",
+        color="dimgrey",
+        gid="ref-far",
+    )
 
 
 def never_handle() -> Any:
     from matplotlib.lines import Line2D
 
-    return Line2D([], [], linestyle="none", marker="^", markerfacecolor="white", markeredgecolor="grey",
-                  markersize=7, label="never reached the target\n(at the top edge)")
+    return Line2D(
+        [],
+        [],
+        linestyle="none",
+        marker="^",
+        markerfacecolor="white",
+        markeredgecolor="grey",
+        markersize=7,
+        label="never reached the target\n(at the top edge)",
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -496,7 +534,9 @@ class Layout:
         return combo_label(frame, self.hue_keys)
 
     def panel(self, frame: pd.DataFrame) -> pd.Series:
-        return combo_label(frame, self.panel_keys) if self.panel_keys else pd.Series("", index=frame.index, dtype=object)
+        return (
+            combo_label(frame, self.panel_keys) if self.panel_keys else pd.Series("", index=frame.index, dtype=object)
+        )
 
     def title(self) -> str | None:
         return key_title(self.hue_keys)

@@ -122,8 +122,16 @@ def draw_references(ax: Any, refs: Mapping[str, float]) -> None:
     for name, y in refs.items():
         color, ls, _ = REF_STYLE[name]
         ax.axhline(y, color=color, linestyle=ls, linewidth=1.2, gid=f"ref:{name}", zorder=1)
-        ax.annotate(f"{y:.3g}", xy=(1.0, y), xycoords=("axes fraction", "data"), xytext=(2, 0),
-                    textcoords="offset points", va="center", fontsize="x-small", color=color)
+        ax.annotate(
+            f"{y:.3g}",
+            xy=(1.0, y),
+            xycoords=("axes fraction", "data"),
+            xytext=(2, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize="x-small",
+            color=color,
+        )
 
 
 def reference_handles(refs: Mapping[str, float]) -> list[Any]:
@@ -176,8 +184,11 @@ def convergence(
     legend = bool(hue_keys or style_keys)
     with c.style():
         fig, axes = c.new_figure(
-            ncols, nrows, w=(c.FIG_W if ncols == 1 else 4.3 * ncols) + 2.0,
-            h=c.FIG_H if nrows == 1 else 3.4 * nrows, sharey=True,
+            ncols,
+            nrows,
+            w=(c.FIG_W if ncols == 1 else 4.3 * ncols) + 2.0,
+            h=c.FIG_H if nrows == 1 else 3.4 * nrows,
+            sharey=True,
         )
         all_refs: dict[str, float] = {}
         for i, panel in enumerate(panels):

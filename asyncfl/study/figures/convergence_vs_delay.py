@@ -76,8 +76,18 @@ def convergence_vs_delay(  # noqa: C901 (axis scale: linear, log, symlog or an i
                         err_hi.append(hi - mu)
                         extent += [lo, hi]
                     if xs:
-                        ax.errorbar(xs, mean, yerr=[err_lo, err_hi], color=colors[hue], marker="o", markersize=5,
-                                    linewidth=1.6, capsize=3, transform=tr, gid=f"level:{hue}")
+                        ax.errorbar(
+                            xs,
+                            mean,
+                            yerr=[err_lo, err_hi],
+                            color=colors[hue],
+                            marker="o",
+                            markersize=5,
+                            linewidth=1.6,
+                            capsize=3,
+                            transform=tr,
+                            gid=f"level:{hue}",
+                        )
                     c.never_marks(ax, never, colors[hue], tr, gid=f"never:{hue}")
                 lax.apply(ax)
                 ax.set_xlabel(f"{c.pretty(key)} ({key}{lax.note})")
@@ -97,8 +107,15 @@ def convergence_vs_delay(  # noqa: C901 (axis scale: linear, log, symlog or an i
                 else:
                     ax.set_ylabel("time to target")
                     ax.set_yticks([])
-                    ax.text(0.5, 0.5, "no target: no run ends clearly\npast its start (see the title)", transform=ax.transAxes,
-                            ha="center", va="center", color="grey")
+                    ax.text(
+                        0.5,
+                        0.5,
+                        "no target: no run ends clearly\npast its start (see the title)",
+                        transform=ax.transAxes,
+                        ha="center",
+                        va="center",
+                        color="grey",
+                    )
         extra = reference_handles(shown)
         if ttt["time_to_target"].isna().any() and math.isfinite(tgt.value):
             extra.append(c.never_handle())
@@ -113,9 +130,18 @@ def convergence_vs_delay(  # noqa: C901 (axis scale: linear, log, symlog or an i
                 handles = [Line2D([], [], color=colors[h], marker="o", label=h) for h in order if len(order) > 1]
                 handles += list(extra) if row == 0 else []
                 if handles:
-                    axes[row, 1].legend(handles=handles, title=title, loc="upper left", bbox_to_anchor=(1.02, 1.0),
-                                        frameon=False, fontsize="small")
+                    axes[row, 1].legend(
+                        handles=handles,
+                        title=title,
+                        loc="upper left",
+                        bbox_to_anchor=(1.02, 1.0),
+                        frameon=False,
+                        fontsize="small",
+                    )
         against = " and ".join({c.DELAY: "delay scale", c.TAU: "staleness bound τ"}[k] for k in xkeys)
-        fig.suptitle(f"{c.metric_label(metric)} vs {against} — {c.band_note(band, c.n_seeds(study), 'error bars')}\n"
-                     f"{c.target_text(metric, tgt)}", fontsize="medium")
+        fig.suptitle(
+            f"{c.metric_label(metric)} vs {against} — {c.band_note(band, c.n_seeds(study), 'error bars')}\n"
+            f"{c.target_text(metric, tgt)}",
+            fontsize="medium",
+        )
     return fig

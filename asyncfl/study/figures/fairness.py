@@ -56,11 +56,18 @@ def fairness(source: Study | str | Path, hue: str | None = None) -> Any:
     acc_name = ""
     if acc is not None:
         acc_name = str(acc["name"].iloc[0])
-        acc = acc[acc["name"] == acc_name].merge(pc[["run", "client", "task_time", "_hue", "_panel"]], on=["run", "client"])
+        acc = acc[acc["name"] == acc_name].merge(
+            pc[["run", "client", "task_time", "_hue", "_panel"]], on=["run", "client"]
+        )
     porder = lay.panels
     with c.style():
-        fig, axes = c.new_figure(len(porder), nrows, w=max(c.FIG_W, 4.6 * len(porder)) + (1.8 if lay.hue_keys else 0),
-                                 h=3.7 * nrows + 0.4, sharex=True)
+        fig, axes = c.new_figure(
+            len(porder),
+            nrows,
+            w=max(c.FIG_W, 4.6 * len(porder)) + (1.8 if lay.hue_keys else 0),
+            h=3.7 * nrows + 0.4,
+            sharex=True,
+        )
         for j, panel in enumerate(porder):
             rows = [(pc, "updates", "updates applied per client")]
             if acc is not None:
@@ -68,8 +75,19 @@ def fairness(source: Study | str | Path, hue: str | None = None) -> Any:
             for i, (frame, y, ylabel) in enumerate(rows):
                 ax = axes[i, j]
                 sub = frame[frame["_panel"] == panel]
-                sns.scatterplot(data=sub, x="task_time", y=y, hue="_hue", hue_order=lay.order, palette=lay.colors,
-                                ax=ax, s=18, alpha=0.6, edgecolor="none", legend=False)
+                sns.scatterplot(
+                    data=sub,
+                    x="task_time",
+                    y=y,
+                    hue="_hue",
+                    hue_order=lay.order,
+                    palette=lay.colors,
+                    ax=ax,
+                    s=18,
+                    alpha=0.6,
+                    edgecolor="none",
+                    legend=False,
+                )
                 _trend(ax, sub, "task_time", y, lay.order, lay.colors)
                 logx = c.log_time_axis(ax, pc["task_time"])
                 scale = ", log scale" if logx else ""
@@ -77,8 +95,10 @@ def fairness(source: Study | str | Path, hue: str | None = None) -> Any:
                 ax.set_ylabel(ylabel if j == 0 else "")
                 if i == 0 and panel:
                     ax.set_title(panel, fontsize="medium")
-        fig.suptitle("fairness: per client, against its speed\n(dots: one client in one run; lines: binned medians)",
-                     fontsize="medium")
+        fig.suptitle(
+            "fairness: per client, against its speed\n(dots: one client in one run; lines: binned medians)",
+            fontsize="medium",
+        )
         if lay.hue_keys:
             c.color_legend(fig, lay.order, lay.colors, lay.title(), marker="o")
     return fig

@@ -65,11 +65,23 @@ def participation(source: Study | str | Path, hue: str | None = None, band: str 
         for i, panel in enumerate(lay.panels):
             ax = axes.ravel()[i]
             sub = pc[pc["_panel"] == panel]
-            ginis = {h: np.mean([gini(g["updates"]) for _, g in sub[sub["_hue"] == h].groupby("run")] or [0.0])
-                     for h in lay.order}
+            ginis = {
+                h: np.mean([gini(g["updates"]) for _, g in sub[sub["_hue"] == h].groupby("run")] or [0.0])
+                for h in lay.order
+            }
             sns.lineplot(
-                data=sub, x="rank", y="updates", hue="_hue", hue_order=lay.order, palette=lay.colors,
-                errorbar=c.interval(band), ax=ax, marker="o", markersize=3, linewidth=1.5, legend=False,
+                data=sub,
+                x="rank",
+                y="updates",
+                hue="_hue",
+                hue_order=lay.order,
+                palette=lay.colors,
+                errorbar=c.interval(band),
+                ax=ax,
+                marker="o",
+                markersize=3,
+                linewidth=1.5,
+                legend=False,
             )
             short = c.SHORT.get(lay.hue_keys[0], "") if len(lay.hue_keys) == 1 else ""
             text = "\n".join(
@@ -77,8 +89,15 @@ def participation(source: Study | str | Path, hue: str | None = None, band: str 
                 for h in lay.order
                 if (sub["_hue"] == h).any()
             )
-            ax.text(0.98, 0.97, f"Gini coefficient\n{text}", transform=ax.transAxes, ha="right", va="top",
-                    fontsize="x-small")
+            ax.text(
+                0.98,
+                0.97,
+                f"Gini coefficient\n{text}",
+                transform=ax.transAxes,
+                ha="right",
+                va="top",
+                fontsize="x-small",
+            )
             ax.set_xlabel("client rank (0 = most updates applied)")
             ax.set_ylabel("updates applied per client" if i % ncols == 0 else "")
             if panel:

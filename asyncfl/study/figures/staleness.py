@@ -32,8 +32,12 @@ def staleness(source: Study | str | Path, hue: str | None = None) -> Any:
     smax = int(ev["staleness"].max())
     with c.style():
         fig, axes = c.new_figure(
-            len(cols), len(rows), w=max(c.FIG_W, 3.6 * len(cols)), h=min(1.3 + 1.3 * len(rows), 14.0),
-            sharex=True, sharey="row",
+            len(cols),
+            len(rows),
+            w=max(c.FIG_W, 3.6 * len(cols)),
+            h=min(1.3 + 1.3 * len(rows), 14.0),
+            sharex=True,
+            sharey="row",
         )
         bins = np.arange(-0.5, smax + 1.5, 1.0) if smax <= 80 else np.linspace(-0.5, smax + 0.5, 81)
         for i, row in enumerate(rows):
@@ -42,8 +46,16 @@ def staleness(source: Study | str | Path, hue: str | None = None) -> Any:
                 sel = (ev["_hue"] == row) & (ev["_panel"] == col)
                 s = ev.loc[sel, "staleness"].to_numpy(dtype=float)
                 if len(s):
-                    ax.hist(s, bins=bins, weights=np.full(len(s), 1.0 / len(s)), color=lay.colors[row], alpha=0.85,
-                            edgecolor="white", linewidth=0.4, gid=f"level:{row}")
+                    ax.hist(
+                        s,
+                        bins=bins,
+                        weights=np.full(len(s), 1.0 / len(s)),
+                        color=lay.colors[row],
+                        alpha=0.85,
+                        edgecolor="white",
+                        linewidth=0.4,
+                        gid=f"level:{row}",
+                    )
                     ax.axvline(float(s.mean()), color="black", linewidth=1.0)
                     tau = float(ev.loc[sel, c.TAU].iloc[0]) if c.TAU in ev.columns else math.inf
                     if math.isfinite(tau) and tau <= smax:

@@ -80,8 +80,18 @@ def sync_vs_async(
                     hi_e.append(hi - mu)
                     extent.append(hi)
             if xs:
-                ax2.errorbar(xs, mean, yerr=[lo_e, hi_e], color=colors[mode], marker="o", linestyle="none",
-                             markersize=6, capsize=3, transform=tr, gid=f"level:{mode}")
+                ax2.errorbar(
+                    xs,
+                    mean,
+                    yerr=[lo_e, hi_e],
+                    color=colors[mode],
+                    marker="o",
+                    linestyle="none",
+                    markersize=6,
+                    capsize=3,
+                    transform=tr,
+                    gid=f"level:{mode}",
+                )
             c.never_marks(ax2, never, colors[mode], tr, gid=f"never:{mode}")
         ax2.set_xticks(range(len(cats)), cats)
         ax2.set_xlim(-0.6, len(cats) - 0.4)
@@ -96,10 +106,18 @@ def sync_vs_async(
             ax2.set_title(f"time to target{note}", fontsize="medium")
         else:
             ax2.set_yticks([])
-            ax2.text(0.5, 0.5, "no target: no run ends clearly\npast its start (see the title)", transform=ax2.transAxes,
-                     ha="center", va="center", color="grey")
-        fig.suptitle(f"sync vs async — {c.band_note(band, c.n_seeds(study))}\n{c.target_text(metric, tgt)}",
-                     fontsize="medium")
+            ax2.text(
+                0.5,
+                0.5,
+                "no target: no run ends clearly\npast its start (see the title)",
+                transform=ax2.transAxes,
+                ha="center",
+                va="center",
+                color="grey",
+            )
+        fig.suptitle(
+            f"sync vs async — {c.band_note(band, c.n_seeds(study))}\n{c.target_text(metric, tgt)}", fontsize="medium"
+        )
         extra = style_handles(c.key_title(style_keys), style_order, styles) + reference_handles(refs)
         if ttt["time_to_target"].isna().any() and math.isfinite(tgt.value):
             extra.append(c.never_handle())

@@ -41,9 +41,18 @@ def updates(source: Study | str | Path, hue: str | None = None, band: str = "aut
         for i, panel in enumerate(lay.panels):
             ax = axes.ravel()[i]
             sns.barplot(
-                data=counts[counts["_panel"] == panel], x="outcome", y="count", order=statuses, hue="_hue",
-                hue_order=lay.order, palette=lay.colors, errorbar=c.interval(band), capsize=0.1, ax=ax,
-                err_kws={"linewidth": 1.0}, legend=False,
+                data=counts[counts["_panel"] == panel],
+                x="outcome",
+                y="count",
+                order=statuses,
+                hue="_hue",
+                hue_order=lay.order,
+                palette=lay.colors,
+                errorbar=c.interval(band),
+                capsize=0.1,
+                ax=ax,
+                err_kws={"linewidth": 1.0},
+                legend=False,
             )
             ax.set_xlabel("outcome of a client task")
             ax.set_ylabel("client tasks per run" if i % ncols == 0 else "")
@@ -53,8 +62,9 @@ def updates(source: Study | str | Path, hue: str | None = None, band: str = "aut
                 for label in ax.get_xticklabels():
                     label.set(rotation=25 if len(statuses) <= 5 else 35, ha="right", rotation_mode="anchor")
         c.hide_unused(axes, len(lay.panels))
-        fig.suptitle(f"updates applied and dropped — {c.band_note(band, c.n_seeds(study), 'error bars')}",
-                     fontsize="medium")
+        fig.suptitle(
+            f"updates applied and dropped — {c.band_note(band, c.n_seeds(study), 'error bars')}", fontsize="medium"
+        )
         if lay.hue_keys:
             c.color_legend(fig, lay.order, lay.colors, lay.title(), marker="s")
     return fig
