@@ -46,7 +46,8 @@ difference HF - FO per setting with a 95% confidence interval over seeds (a seed
 variants the same data and minibatches D, D', so the difference is the Hessian term's).
 
 Scales: ``tiny`` (6 clients, 24 client updates, 1 seed: seconds; what the tests run),
-``small`` (the scenario files as written, 3 seeds: ~8 min on a 2-core CPU with 2 workers),
+``small`` (the scenario files as written, 3 seeds: 15 min 20 s on a 2-core CPU with --workers 1,
+measured while other jobs shared it: 231 s Synthetic, 689 s MNIST),
 ``full`` (4x the budget, 5 seeds).
 
 Built on asyncfl's public study API: :func:`asyncfl.study.sweep_plan.plan_sweep` (planning and
