@@ -466,3 +466,28 @@ def test_updates_draws_every_task_status_in_its_defined_order(tmp_path: Path) ->
         assert mcolors.to_rgba(p.get_facecolor())[3] > 0  # drawn, with a colour
     path = plots.save(fig, tmp_path / "updates.png")
     _check_png(path)
+
+
+def test_log_axis_curves_are_geometric_means_with_positive_bands(tmp_path: Path) -> None:
+    """grad_norm_sq is drawn on a log axis: two seeds at 1e-3 and 1e-1 give the curve 1e-2 (their
+    geometric mean, not 0.0505), and its +- 1 s.e. band, taken on log values (s.e. = ln 10 here),
+    spans exactly 1e-3 to 1e-1: above zero, where a raw-value band (0.0505 +- 0.0495) would nearly
+    touch zero and a wider one fill the log axis to its bottom."""
+    import numpy as np
+    import pandas as pd
+
+    fabricate_sweep(tmp_path / "s", {"server.max_staleness": [4]}, seeds=2)
+    runs = sorted(p for p in (tmp_path / "s").iterdir() if p.is_dir())
+    for run, level in zip(runs, (1e-3, 1e-1), strict=True):
+        f = run / "metrics.csv"
+        m = pd.read_csv(f)
+        m.loc[m["metric"] == "grad_norm_sq", "value"] = level
+        m.to_csv(f, index=False)
+        write_manifest(run, json.loads((run / "manifest.json").read_text()))
+    fig = plots.convergence(load_study(tmp_path / "s"), metric="grad_norm_sq", band="se")
+    ax = _panels(fig)[0]
+    assert ax.get_yscale() == "log" and "geometric mean" in ax.get_ylabel()
+    (line,) = [ln for ln in ax.get_lines() if (ln.get_gid() or "").startswith("level:")]
+    assert np.allclose(line.get_ydata(), 1e-2)
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert band.min() == pytest.approx(1e-3, rel=1e-6) and band.max() == pytest.approx(1e-1, rel=1e-6)

@@ -64,12 +64,20 @@ def draw_curves(
     m = m.assign(_hue=c.combo_label(m, hue_keys), _style=c.combo_label(m, style_keys) if style_keys else "")
     curves = resample(m, x, m["_hue"] + "|" + m["_style"])
     upper = c.upper_bound(metric)
+    v = curves["value"]
+    # A convergence measure spans orders of magnitude and is drawn on a log axis: its mean and band
+    # are taken over log values (a geometric mean, a multiplicative band), since a band of raw values
+    # wider than the mean would reach below zero and fill the axis down to its bottom.
+    logy = "grad_norm" in metric and len(v) > 0 and bool((v > 0).all())
     for group in dict.fromkeys(curves["_group"]):
         hue, sty = str(group).split("|", 1)
         sel = curves[curves["_group"] == group]
         xs, mean, lo, hi = [], [], [], []
         for xv, vals in sel.groupby(x)["value"]:
-            mu, a, b = c.spread(vals.to_numpy(), band, upper)
+            if logy:
+                mu, a, b = (float(np.exp(t)) for t in c.spread(np.log(vals.to_numpy()), band))
+            else:
+                mu, a, b = c.spread(vals.to_numpy(), band, upper)
             xs.append(float(xv))
             mean.append(mu)
             lo.append(a)
@@ -80,10 +88,9 @@ def draw_curves(
         if band != "none" and len(sel["run"].unique()) > 1:
             ax.fill_between(xs, lo, hi, color=color, alpha=0.18, linewidth=0)
     ax.set_ylabel(c.metric_label(metric))
-    v = curves["value"]
-    if "grad_norm" in metric and len(v) and (v > 0).all():
+    if logy:
         ax.set_yscale("log")  # the convergence measure spans orders of magnitude
-        ax.set_ylabel(f"{c.metric_label(metric)}, log scale")
+        ax.set_ylabel(f"{c.metric_label(metric)}, log scale\n(geometric mean over seeds)")
         if float(v.max()) / float(v.min()) < 1e3:  # plain numbers read better than 6×10⁻¹
             from matplotlib.ticker import FuncFormatter, LogLocator
 
