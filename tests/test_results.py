@@ -158,3 +158,17 @@ def test_default_target_lies_above_every_start() -> None:
     flat = _frame([("a", 0, 0.857), ("a", 10, 0.858), ("b", 0, 0.80), ("b", 10, 0.85)])
     nt = resolve_target(flat, "personalized_accuracy")
     assert math.isnan(nt.value) and "0.857" in nt.how
+
+
+def test_default_target_of_a_convergence_measure_is_half_way_on_its_log_scale() -> None:
+    """grad_norm_sq from the lowest start 3.0 to the best final 0.12: half-way on a log scale is
+    sqrt(3.0 * 0.12) = 0.6 (the linear half-way 1.56 was passed by every run at its second
+    evaluation). Run a reaches 0.6 at t = 20, run b (0.9 at the end) never does."""
+    m = _frame(
+        [("a", 0, 3.0), ("a", 10, 1.2), ("a", 20, 0.5), ("a", 30, 0.12), ("b", 0, 4.0), ("b", 10, 1.5), ("b", 30, 0.9)],
+        "grad_norm_sq",
+    )
+    t = resolve_target(m, "grad_norm_sq")
+    assert t.value == pytest.approx(0.6) and "log scale" in t.how
+    times = time_to_target(m, "grad_norm_sq", t.value).set_index("run")["time_to_target"].to_dict()
+    assert times["a"] == 20 and math.isnan(times["b"])

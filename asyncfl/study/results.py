@@ -299,6 +299,13 @@ def higher_is_better(metric: str) -> bool:
     return not any(w in m for w in ("loss", "grad_norm", "error"))
 
 
+def spans_decades(metric: str) -> bool:
+    """Metrics that fall over orders of magnitude (the convergence measure ||grad F||^2): figures
+    draw them on a log axis with geometric means, and their default target is half-way on that
+    scale."""
+    return "grad_norm" in metric.lower()
+
+
 def final_values(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
     """The last evaluation of ``metric`` in each run: one row per run (all run columns kept)."""
     m = metrics[metrics["metric"] == metric]
@@ -344,7 +351,8 @@ def resolve_target(
     """The time-to-target level of ``metric``: ``target`` when given, else ``fraction`` of the way
     from the common start -- the highest first evaluation of any run (the lowest, for a metric
     that goes down), so that every run starts below the target -- to the best final value over
-    runs. NaN (no target) when the best final value is within :data:`MIN_GAIN` of the start.
+    runs (on a log scale for a metric that :func:`spans_decades`: from 3 to 0.1, half-way is 0.55,
+    not 1.55, which every run passes at once). NaN (no target) when the best final value is within :data:`MIN_GAIN` of the start.
     Diverged runs (non-finite values) are not counted."""
     up = higher_is_better(metric)
     starts, finals = _starts_and_finals(metrics, metric)
@@ -363,9 +371,15 @@ def resolve_target(
             f"no run ends clearly {'above' if up else 'below'} the {where} start {common:.3g} "
             f"(best final value {best:.3g})",
         )
-    value = common + fraction * (best - common)
+    if spans_decades(metric) and common > 0 and best > 0:  # half-way on the log axis it is drawn on
+        value = common * (best / common) ** fraction
+        scale = " on a log scale"
+    else:
+        value = common + fraction * (best - common)
+        scale = ""
     return Target(
-        value, f"{fraction:.0%} of the way from the {where} start {common:.3g} to the best final value {best:.3g}"
+        value,
+        f"{fraction:.0%} of the way{scale} from the {where} start {common:.3g} to the best final value {best:.3g}",
     )
 
 
@@ -560,6 +574,7 @@ __all__ = [
     "load_sweep_events",
     "resolve_target",
     "scenario_value",
+    "spans_decades",
     "summary",
     "time_to_target",
     "varying_keys",

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from asyncfl.study.figures import common as c
-from asyncfl.study.results import X_LABELS, Study
+from asyncfl.study.results import X_LABELS, Study, spans_decades
 
 
 def resample(m: pd.DataFrame, x: str, group: pd.Series, n: int = 160) -> pd.DataFrame:
@@ -68,7 +68,7 @@ def draw_curves(
     # A convergence measure spans orders of magnitude and is drawn on a log axis: its mean and band
     # are taken over log values (a geometric mean, a multiplicative band), since a band of raw values
     # wider than the mean would reach below zero and fill the axis down to its bottom.
-    logy = "grad_norm" in metric and len(v) > 0 and bool((v > 0).all())
+    logy = spans_decades(metric) and len(v) > 0 and bool((v > 0).all())
     for group in dict.fromkeys(curves["_group"]):
         hue, sty = str(group).split("|", 1)
         sel = curves[curves["_group"] == group]
