@@ -32,7 +32,10 @@ Writes into DIR: ``runs/DATASET/MODE/`` (one asyncfl sweep per data set and serv
 finished runs and continues interrupted ones; Ctrl-C exits 130 and says how to resume),
 ``runs.csv`` (one row per run), ``results.csv`` and ``results.md`` (mean and s.d. over seeds per
 data set, algorithm and mode, and the findings checked), ``accuracy.png`` (final accuracies) and
-``curves.png`` (accuracy against client updates).
+``curves.png`` (accuracy against client updates). Both draw the reference levels a reader needs:
+``accuracy.png`` each algorithm's personalized accuracy at the first evaluation (the initial model
+adapted by that algorithm's rule) over its bar, and both the data set's ``majority_accuracy`` (each
+client predicts its majority training label: no collaboration) across every panel, labelled.
 
 ``--tune`` instead runs the step-size grid of every algorithm (:data:`TUNE_GRID`: the same number
 of points, 6, for each algorithm) under both server modes on a seed not used for reporting
@@ -69,6 +72,7 @@ from pathlib import Path
 from typing import Any
 
 from asyncfl.config.loader import read_yaml
+from asyncfl.study.figures.convergence import REF_STYLE, draw_references  # reference levels, one style
 from asyncfl.study.stats import t_quantile  # exact Student t: the one implementation figures and reports use
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,7 +80,7 @@ SCENARIOS: dict[str, Path] = {
     "synthetic": REPO / "scenarios" / "study_personalization_synthetic.yaml",
     "mnist": REPO / "scenarios" / "study_personalization_mnist.yaml",
 }
-DATASET_LABELS = {"synthetic": "Synthetic(0.5, 0.5)", "mnist": "MNIST, 2 digits/client"}
+DATASET_LABELS = {"synthetic": "Synthetic(0.5, 0.5), Dirichlet(0.3)", "mnist": "MNIST, 2 digits/client"}
 MODES = ("sync", "async")
 ARM_ORDER = ("per_fedavg-hf", "per_fedavg-fo", "fedavg", "pfedme")
 ARM_LABELS = {
@@ -87,6 +91,9 @@ ARM_LABELS = {
     "pfedme": "pFedMe",
 }
 METRICS = ("personalized_accuracy", "global_accuracy")
+MAJORITY = "majority_accuracy"
+"""Recorded at every evaluation: each client predicts its majority training label (the
+no-collaboration reference level of the figures)."""
 PERS = "personalized (adapted on each client's own training data)"
 GLOB = "global (server model as is)"
 TUNE_SEED = 100
@@ -384,6 +391,7 @@ def collect(parts: Iterable[Part]) -> tuple[Any, Any]:
             dropped = int(man.get("updates_dropped", 0))
             met = res.metrics
             first = met[(met["metric"] == "personalized_accuracy")].sort_values(["client_updates", "sim_time"])
+            majority = met.loc[met["metric"] == MAJORITY, "value"]  # absent in runs made before it was recorded
             rows.append(
                 {
                     "dataset": part.dataset,
@@ -404,9 +412,10 @@ def collect(parts: Iterable[Part]) -> tuple[Any, Any]:
                     "sim_time_s": float(man.get("sim_time", float("nan"))),
                     "wall_time_s": float(man.get("wall_time_s", float("nan"))),
                     "personalized_accuracy_start": float(first["value"].iloc[0]) if len(first) else float("nan"),
+                    "majority_accuracy": float(majority.mean()) if len(majority) else float("nan"),
                 }
             )
-            m = met[met["metric"].isin(METRICS)].copy()
+            m = met[met["metric"].isin((*METRICS, MAJORITY))].copy()
             m["dataset"], m["algorithm"], m["arm"], m["mode"], m["seed"], m["hyper"] = (
                 part.dataset,
                 ARM_LABELS.get(arm, arm),
@@ -598,9 +607,48 @@ def _setup_matplotlib() -> Any:
     return plt, sns
 
 
+INITIAL_LABEL = "personalized accuracy of the initial model\n(first evaluation, per algorithm)"
+
+
+def majority_level(runs: Any, dataset: str) -> float | None:
+    """The data set's no-collaboration level in %: ``majority_accuracy`` (each client predicts its
+    majority training label) averaged over the data set's runs; None when no run recorded it."""
+    if MAJORITY not in runs.columns:
+        return None
+    v = runs.loc[runs["dataset"] == dataset, MAJORITY].dropna()
+    return 100 * float(v.mean()) if len(v) else None
+
+
+def reference_legend(plt: Any, initial: bool, majority: bool) -> tuple[list[Any], list[str]]:
+    """Legend entries of the reference levels, in the styles of asyncfl's convergence figures."""
+    handles, labels = [], []
+    if initial:
+        color, ls, _ = REF_STYLE["initial"]
+        handles.append(plt.Line2D([0], [0], color=color, linestyle=ls, linewidth=1.6))
+        labels.append(INITIAL_LABEL)
+    if majority:
+        color, ls, label = REF_STYLE["majority"]
+        handles.append(plt.Line2D([0], [0], color=color, linestyle=ls, linewidth=1.2))
+        labels.append(label)
+    return handles, labels
+
+
 def figure_accuracy(runs: Any, path: Path) -> Path:
+    """:func:`draw_accuracy` saved to ``path``."""
+    plt, _ = _setup_matplotlib()
+    fig = draw_accuracy(runs)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def draw_accuracy(runs: Any) -> Any:
     """Final accuracy per algorithm: a panel per (data set, server mode), bars = mean over seeds,
-    error bars = s.d., dots = seeds; personalized and global side by side."""
+    error bars = s.d., dots = seeds; personalized and global side by side. Reference levels: over
+    each algorithm's personalized bar, its personalized accuracy at the first evaluation (the
+    initial model adapted by that algorithm's own rule, mean over the panel's runs; gid
+    ``ref:initial:<algorithm>``), and across the panel the data set's majority-label accuracy (gid
+    ``ref:majority``, value written at the right edge) when the runs recorded it."""
     import numpy as np
 
     plt, sns = _setup_matplotlib()
@@ -615,12 +663,14 @@ def figure_accuracy(runs: Any, path: Path) -> Path:
     long["model"] = long["model"].map({"personalized_accuracy": PERS, "global_accuracy": GLOB})
     long["panel"] = [f"{DATASET_LABELS.get(d, d)}, {m}" for d, m in zip(long["dataset"], long["mode"], strict=True)]
     order = [ARM_LABELS[a] for a in ARM_ORDER if a in set(runs["arm"])]
-    panels = [
-        f"{DATASET_LABELS.get(d, d)}, {m}"
+    panel_keys = {
+        f"{DATASET_LABELS.get(d, d)}, {m}": (d, m)
         for d in SCENARIOS
         for m in MODES
         if ((runs["dataset"] == d) & (runs["mode"] == m)).any()
-    ]
+    }
+    panels = list(panel_keys)
+    any_initial = any_majority = False
     ncol = 2 if len(panels) > 1 else 1
     nrow = -(-len(panels) // ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.4 * ncol, 2.9 * nrow + 0.6), squeeze=False, sharey=True)
@@ -656,6 +706,20 @@ def figure_accuracy(runs: Any, path: Path) -> Path:
             ax=ax,
             legend=False,
         )
+        d, m = panel_keys[panel]
+        prun = runs[(runs["dataset"] == d) & (runs["mode"] == m)]
+        color, ls, _ = REF_STYLE["initial"]
+        for i, alg in enumerate(order):  # the personalized bar of group i spans [i - 0.4, i]
+            start = prun.loc[prun["algorithm"] == alg, "personalized_accuracy_start"].dropna()
+            if len(start):
+                y = 100 * float(start.mean())
+                ax.hlines(y, i - 0.4, i, color="white", linewidth=3.6, zorder=4)  # a band to be seen on a bar
+                ax.hlines(y, i - 0.4, i, color=color, linestyle=ls, linewidth=1.8, zorder=5, gid=f"ref:initial:{alg}")
+                any_initial = True
+        level = majority_level(runs, d)
+        if level is not None:
+            draw_references(ax, {"majority": level})
+            any_majority = True
         ax.set_title(panel, fontsize=9)
         ax.set_xlabel("")
         ax.set_ylabel("final test accuracy (%)")
@@ -663,24 +727,38 @@ def figure_accuracy(runs: Any, path: Path) -> Path:
         ax.tick_params(axis="x", labelsize=7.5)
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=palette[h]) for h in hue_order]
-    fig.legend(handles, hue_order, loc="lower center", ncol=2, frameon=False, fontsize=8)
+    handles: list[Any] = [plt.Rectangle((0, 0), 1, 1, color=palette[h]) for h in hue_order]
+    labels = list(hue_order)
+    ref_handles, ref_labels = reference_legend(plt, any_initial, any_majority)
+    fig.legend(handles + ref_handles, labels + ref_labels, loc="lower center", ncol=2, frameon=False, fontsize=7.5)
     n_seeds = int(runs.groupby(["dataset", "arm", "mode"])["seed"].nunique().max()) if len(runs) else 0
     fig.suptitle(
         f"Personalized vs global accuracy after the same client-update budget\n(bars: mean over "
-        f"{n_seeds} seed{'s' if n_seeds != 1 else ''}, error bars: s.d., dots: single seeds)",
+        f"{n_seeds} seed{'s' if n_seeds != 1 else ''}, error bars: s.d., dots: single seeds; "
+        "reference levels as in the legend)",
         fontsize=9,
     )
-    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
+    fig.tight_layout(rect=(0, 0.06 if not ref_handles else 0.12, 1, 0.95), w_pad=2.0)
+    return fig
+
+
+def figure_curves(evals: Any, budgets: dict[str, int], evals_per_run: int, path: Path) -> Path:
+    """:func:`draw_curves` saved to ``path``."""
+    plt, _ = _setup_matplotlib()
+    fig = draw_curves(evals, budgets, evals_per_run)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def figure_curves(evals: Any, budgets: dict[str, int], evals_per_run: int, path: Path) -> Path:
+def draw_curves(evals: Any, budgets: dict[str, int], evals_per_run: int) -> Any:
     """Accuracy against client updates received: personalized (solid) per algorithm and the global
-    accuracy of FedAvg and pFedMe (dashed); mean over seeds, band = s.d."""
+    accuracy of FedAvg and pFedMe (dashed); mean over seeds, band = s.d. Each curve starts at the
+    initial model's value (0 updates); the data set's majority-label accuracy is drawn across each
+    panel (gid ``ref:majority``) when the runs recorded it."""
     plt, sns = _setup_matplotlib()
+    maj = evals[evals["metric"] == MAJORITY] if len(evals) else evals
+    majority = {d: 100 * float(g["value"].mean()) for d, g in maj.groupby("dataset")} if len(maj) else {}
     e = evals.copy()
     # Async runs evaluate every k applied steps, so their client-update counts differ slightly
     # across seeds (dropped updates count too); put every evaluation on the common grid.
@@ -721,6 +799,8 @@ def figure_curves(evals: Any, budgets: dict[str, int], evals_per_run: int, path:
             legend=False,
             linewidth=1.3,
         )
+        if d in majority:
+            draw_references(ax, {"majority": majority[d]})
         ax.set_title(f"{DATASET_LABELS.get(d, d)}, {m}", fontsize=9)
         ax.set_xlabel("client updates received (count)")
         ax.set_ylabel("test accuracy (%)")
@@ -729,12 +809,15 @@ def figure_curves(evals: Any, budgets: dict[str, int], evals_per_run: int, path:
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     handles = [plt.Line2D([0], [0], color=palette[o], linestyle="--" if o.endswith("global") else "-") for o in order]
-    fig.legend(handles, order, loc="lower center", ncol=3, frameon=False, fontsize=7.5)
-    fig.suptitle("Accuracy against the client-update budget (mean over seeds, band: s.d.)", fontsize=9)
-    fig.tight_layout(rect=(0, 0.1, 1, 0.97))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    ref_handles, ref_labels = reference_legend(plt, False, bool(majority))
+    fig.legend(handles + ref_handles, order + ref_labels, loc="lower center", ncol=3, frameon=False, fontsize=7.5)
+    fig.suptitle(
+        "Accuracy against the client-update budget (mean over seeds, band: s.d.;\n"
+        "each curve starts at the initial model's value, at 0 updates)",
+        fontsize=9,
+    )
+    fig.tight_layout(rect=(0, 0.1, 1, 0.95), w_pad=2.0)
+    return fig
 
 
 # ------------------------------------------------------------------------------------------------

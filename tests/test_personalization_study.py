@@ -115,6 +115,7 @@ def test_script_uses_only_the_public_api() -> None:
         "asyncfl.study.sweep_plan",
         "asyncfl.study.results",
         "asyncfl.study.stats",
+        "asyncfl.study.figures.convergence",  # the reference levels' style and drawing
     }, ours
     assert not imported & {"multiprocessing", "concurrent.futures"}, imported
 
@@ -189,3 +190,62 @@ def test_matched_mode_writes_paired_table(tmp_path: Path) -> None:
     assert runs.groupby(["hyper", "mode", "seed"])["arm"].nunique().eq(2).all()
     assert "HF - FO (points)" in (tmp_path / "matched.md").read_text()
     assert (tmp_path / "matched.png").read_bytes().startswith(b"\x89PNG")
+
+
+def _tiny_frames(ps: Any, out: Path) -> tuple[Any, Any, dict[str, int]]:
+    """(runs, evaluations, budgets) of the tiny study in ``out``, read back as the script does."""
+    datasets = ["synthetic", "mnist"] if MNIST.is_dir() else ["synthetic"]
+    parts, _ = ps.plan(out, datasets, ps.SCALES["tiny"], None, {})
+    runs, evals = ps.collect(parts)
+    return runs, evals, {p.dataset: p.budget for p in parts}
+
+
+def _segments(ax: Any, gid: str) -> list[Any]:
+    return [c for c in ax.collections if c.get_gid() == gid]
+
+
+def test_accuracy_figure_draws_labelled_reference_levels(tiny_study: Path) -> None:
+    """accuracy.png draws, per panel (data set, mode), each algorithm's personalized accuracy at the
+    first evaluation over its personalized bar, and across the panel the data set's majority-label
+    accuracy (the no-collaboration level); the legend names both, the majority level is written on
+    the figure, and the y values are the runs' own numbers (in %)."""
+    import matplotlib.pyplot as plt
+
+    ps = _load_script()
+    runs, evals, budgets = _tiny_frames(ps, tiny_study)
+    assert runs["majority_accuracy"].between(0.0, 1.0).all()
+    fig = ps.draw_accuracy(runs)
+    try:
+        legend = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert ps.INITIAL_LABEL in legend and ps.REF_STYLE["majority"][2] in legend
+        panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+        assert len(panels) == 2 * runs["dataset"].nunique()
+        for ax in panels:
+            ds = next(d for d in ps.SCENARIOS if ax.get_title().startswith(ps.DATASET_LABELS[d]))
+            mode = ax.get_title().rsplit(", ", 1)[1]
+            sub = runs[(runs["dataset"] == ds) & (runs["mode"] == mode)]
+            majority = [ln for ln in ax.get_lines() if ln.get_gid() == "ref:majority"]
+            assert len(majority) == 1
+            want = 100 * runs.loc[runs["dataset"] == ds, "majority_accuracy"].mean()
+            assert majority[0].get_ydata()[0] == pytest.approx(want)
+            assert f"{want:.3g}" in [t.get_text() for t in ax.texts]  # the level's value, on the figure
+            ticks = [t.get_text() for t in ax.get_xticklabels()]
+            for alg in ALGORITHMS:
+                (seg,) = _segments(ax, f"ref:initial:{alg}")
+                (path,) = seg.get_segments()
+                start = 100 * sub.loc[sub["algorithm"] == alg, "personalized_accuracy_start"].mean()
+                assert path[:, 1] == pytest.approx([start, start])
+                i = ticks.index(alg)  # over the personalized (left) bar of its algorithm
+                assert path[:, 0] == pytest.approx([i - 0.4, i])
+    finally:
+        plt.close(fig)
+    fig = ps.draw_curves(evals, budgets, ps.SCALES["tiny"].evals)
+    try:
+        assert ps.REF_STYLE["majority"][2] in [t.get_text() for t in fig.legends[0].get_texts()]
+        for ax in [a for a in fig.axes if a.get_visible() and a.get_title()]:
+            ds = next(d for d in ps.SCENARIOS if ax.get_title().startswith(ps.DATASET_LABELS[d]))
+            (majority,) = [ln for ln in ax.get_lines() if ln.get_gid() == "ref:majority"]
+            want = 100 * runs.loc[runs["dataset"] == ds, "majority_accuracy"].mean()
+            assert majority.get_ydata()[0] == pytest.approx(want)
+    finally:
+        plt.close(fig)
