@@ -151,6 +151,17 @@ class Registry(Generic[T]):
         plug-in brings its config and its implementation together."""
         return sorted(set(self._items) - self._from_plugins)
 
+    def check_same_names(self, configs: Registry[Any], where: str) -> None:
+        """Raise ImportError unless ``configs`` (the schema's config classes of this kind) and this
+        registry name the same in-process components: a config without its implementation, or the
+        reverse, fails when ``where`` is imported, never silently at run time."""
+        schema, registered = set(configs.own_names()), set(self.own_names())
+        if schema != registered:
+            raise ImportError(
+                f"{self.kind}s in the schema {sorted(schema)} differ from those registered in {where} "
+                f"{sorted(registered)}: add the missing implementation or schema class"
+            )
+
     def items(self) -> list[tuple[str, T]]:
         """(name, component) pairs in registration order (built-ins first, then plug-ins)."""
         self._join_plugins()

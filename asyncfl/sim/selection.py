@@ -249,14 +249,9 @@ def schema_names() -> set[str]:
 
 
 def _check_complete() -> None:
-    """Raise ImportError unless the schema's strategies and the registered classes are the same
-    names (run at import; tests call it after an in-process registration)."""
-    schema, registered = schema_names(), set(STRATEGIES.own_names())
-    if schema != registered:
-        raise ImportError(
-            f"selection strategies in the schema {sorted(schema)} differ from those registered in "
-            f"asyncfl.sim.selection {sorted(registered)}: add the missing class or schema member"
-        )
+    """The schema's names and the registered ones agree (run at import; tests call it after an
+    in-process registration)."""
+    STRATEGIES.check_same_names(SELECTION_CONFIGS, "asyncfl.sim.selection")
 
 
 _check_complete()

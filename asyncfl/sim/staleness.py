@@ -76,14 +76,9 @@ def schema_names() -> set[str]:
 
 
 def _check_complete() -> None:
-    """Raise ImportError unless the schema's weights and the registered functions are the same
-    names (run at import; tests call it after an in-process registration)."""
-    schema, registered = schema_names(), set(WEIGHTS.own_names())
-    if schema != registered:
-        raise ImportError(
-            f"staleness weights in the schema {sorted(schema)} differ from those registered in "
-            f"asyncfl.sim.staleness {sorted(registered)}: add the missing function or schema class"
-        )
+    """The schema's names and the registered ones agree (run at import; tests call it after an
+    in-process registration)."""
+    WEIGHTS.check_same_names(WEIGHT_CONFIGS, "asyncfl.sim.staleness")
 
 
 _check_complete()
