@@ -18,25 +18,9 @@ import numpy as np
 
 from asyncfl.config.loader import apply_overrides, dump_scenario, validate
 from asyncfl.runs.rundir import EVENTS_FILE, METRICS_FILE, SCENARIO_FILE, csv_bytes, write_atomic, write_manifest
+from asyncfl.sim.records import EVENT_COLUMNS, METRIC_COLUMNS
 from asyncfl.study.sweep_plan import run_name, value_text
 from asyncfl.study.sweep_state import SWEEP_FILE
-
-EVENT_COLUMNS = (
-    "task",
-    "client",
-    "dispatch_time",
-    "arrival_time",
-    "base_version",
-    "server_version",
-    "staleness",
-    "status",
-    "weight",
-    "download_time",
-    "compute_time",
-    "upload_time",
-    "applied_version",
-)
-METRIC_COLUMNS = ("sim_time", "server_version", "client_updates", "metric", "value")
 
 BASE: dict[str, Any] = {
     "name": "fab",
@@ -162,6 +146,8 @@ def fabricate_run(  # noqa: C901 (writes a fake run directory one file and optio
     run_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(run_dir / SCENARIO_FILE, dump_scenario(s).encode())
     write_atomic(run_dir / METRICS_FILE, csv_bytes(METRIC_COLUMNS, metrics))
+    # the real layout: the rows above leave the last column, flops, unknown
+    events = [(*e, math.nan) for e in events]
     write_atomic(run_dir / EVENTS_FILE, csv_bytes(EVENT_COLUMNS, events))
     last = {k: val for (_, vv, _, k, val) in metrics if vv == versions[-1]}
     write_manifest(
