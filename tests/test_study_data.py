@@ -148,7 +148,7 @@ def fabricate_run(  # noqa: C901 (writes a fake run directory one file and optio
     write_atomic(run_dir / METRICS_FILE, csv_bytes(METRIC_COLUMNS, metrics))
     # the real layout: the rows above leave the last column, flops, unknown
     rows = [(*e, math.nan) for e in events]
-    write_atomic(run_dir / EVENTS_FILE, csv_bytes(EVENT_COLUMNS, events))
+    write_atomic(run_dir / EVENTS_FILE, csv_bytes(EVENT_COLUMNS, rows))
     last = {k: val for (_, vv, _, k, val) in metrics if vv == versions[-1]}
     write_manifest(
         run_dir,
