@@ -37,7 +37,7 @@ from asyncfl.config.schema import (
 )
 from asyncfl.errors import ScenarioError
 from asyncfl.registry import Registry
-from asyncfl.rng import bits, stream_key, uniform
+from asyncfl.rng import Draws, stream_key, uniform
 from asyncfl.sim.availability import Availability
 from asyncfl.sim.idle import IdleSet
 from asyncfl.sim.system import SystemModel
@@ -90,6 +90,7 @@ class Uniform:
     def __init__(self, cfg: Any, ctx: Context) -> None:
         self.cfg = cfg
         self.key = stream_key(ctx.seed, "selection", 0)
+        self.draws = Draws(self.key)
         self.counter = 0
         self.availability = ctx.availability
         self.always_on = ctx.availability.always_on
@@ -97,7 +98,7 @@ class Uniform:
     def _draw(self, n: int) -> int:
         ctr = self.counter
         self.counter = ctr + 1
-        return (bits(self.key, ctr) * n) >> 64
+        return self.draws.below(ctr, n)
 
     def pick(self, idle: IdleSet, now: float) -> ClientId | None:
         n = len(idle.items)
@@ -105,7 +106,7 @@ class Uniform:
             return None
         ctr = self.counter  # _draw, inlined on the hot path
         self.counter = ctr + 1
-        pick = (bits(self.key, ctr) * n) >> 64
+        pick = self.draws.below(ctr, n)
         if self.always_on:
             return idle.pop_at(pick)
         is_on = self.availability.is_on
