@@ -22,6 +22,9 @@ class Timer(Event):
     """A triggered SimPy event due at a fixed time, carrying (kind, payload) as plain data.
     ``callbacks`` may be a shared tuple: SimPy only iterates it, then sets it to None."""
 
+    # Slots: a Timer is made per task, and setting slots is ~0.05 us cheaper than instance
+    # attributes (SimPy sets ``callbacks`` to None when it processes the event; a slot allows it).
+    __slots__ = ("callbacks", "kind", "payload")
     _ok = True
     _value = None
 

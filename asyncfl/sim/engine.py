@@ -475,7 +475,7 @@ class Engine:
                 t_event, fate = off, LOST_OFFLINE
         # When the result will be needed: never for a task that will be lost, that arrives after
         # its sync round's deadline (a round's tasks all start at its start) or after stop.sim_time.
-        due = t_event if fate == ARRIVE and t_event <= min(now + self._deadline, self._sim_time) else math.inf
+        due = t_event if fate == ARRIVE and t_event <= self._sim_time and t_event <= now + self._deadline else math.inf
         self.backend.dispatch(task, client, version, k, as_time(due))
         self._inflight[task] = new_record(Task, (client, k, now, version, down, comp, up, t_event, fate))
         self._counts["dispatched"] += 1
