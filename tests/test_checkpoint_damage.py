@@ -260,12 +260,20 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
     "state-partial-size-negative": (_edit_state(3, _set("partial_sizes", {"events": -1, "metrics": 5})), S),
     "state-wrong-generation": (_edit_state(3, _set("generation", 2)), S),
     "state-hash-a-number": (_edit_state(3, _set("tensors_sha256", 5)), S),
+    "state-partial-hashes-not-hex": (_edit_state(3, _set("partial_sha256", {"events": "x", "metrics": "y"})), S),
+    "state-partial-hashes-a-list": (_edit_state(3, _set("partial_sha256", ["a" * 64, "b" * 64])), S),
+    "state-scenario-hash-a-number": (_edit_state(3, _set("scenario_sha256", 5)), S),
+    # the run's scenario changed since the checkpoint (even by a comment: the bytes are checked)
+    "scenario-edited": (_replace_bytes("scenario.yaml", b"\n", b" # edited\n"), "scenario.yaml"),
     # partial record files and the checkpoint folder
     "events-partial-missing": (_remove("events.partial.csv"), "events.partial.csv"),
     "metrics-partial-missing": (_remove("metrics.partial.csv"), "metrics.partial.csv"),
     "events-partial-shorter": (_truncate("events.partial.csv", 0.3), "events.partial.csv"),
     "metrics-partial-empty": (_write("metrics.partial.csv", b""), "metrics.partial.csv"),
     "events-partial-a-folder": (_replace_by_dir("events.partial.csv"), "events.partial.csv"),
+    # records already written edited or damaged (the same length: only their hash tells)
+    "events-partial-bit-flipped": (_flip_byte("events.partial.csv"), "events.partial.csv"),
+    "metrics-partial-bit-flipped": (_flip_byte("metrics.partial.csv"), "metrics.partial.csv"),
     "checkpoint-a-file": (_checkpoint_is_a_file, "checkpoint"),
 }
 
@@ -468,7 +476,7 @@ def test_save_removes_a_stale_state_before_writing_the_tensors_of_its_generation
     real_write = checkpoint.write_atomic
     monkeypatch.setattr(checkpoint, "write_atomic", crash_on_state)
     with pytest.raises(_Crash):
-        Checkpointer(d, 3).save(ckpt.engine, ckpt.backend, {"w0": torch.zeros(2)}, ckpt.partial_sizes, {})
+        Checkpointer(d, ckpt).save(ckpt.engine, ckpt.backend, {"w0": torch.zeros(2)}, ckpt.partial_sizes, {})
     assert (d / "checkpoint" / "tensors-4.pt").is_file()
     assert not (d / "checkpoint" / "state-4.json").exists()
     monkeypatch.undo()
@@ -481,6 +489,63 @@ def test_state_records_the_hash_of_its_tensors(runs: dict[str, Path]) -> None:
     ck = runs["crashed"] / "checkpoint"
     state = json.loads((ck / "state-3.json").read_text())
     assert state["tensors_sha256"] == hashlib.sha256((ck / "tensors-3.pt").read_bytes()).hexdigest()
+
+
+def test_state_records_the_hashes_of_the_partial_records_and_the_scenario(runs: dict[str, Path]) -> None:
+    """Generation 3 of the crashed run and generation 5 of the resumed one (whose running hashes
+    continued from the verified prefix) both record exactly their files' hashes."""
+    for name, g in (("crashed", 3), ("later", 5)):
+        d = runs[name]
+        state = json.loads((d / "checkpoint" / f"state-{g}.json").read_text())
+        for key, rel in (("events", "events.partial.csv"), ("metrics", "metrics.partial.csv")):
+            prefix = (d / rel).read_bytes()[: state["partial_sizes"][key]]
+            assert state["partial_sha256"][key] == hashlib.sha256(prefix).hexdigest(), (name, key)
+        assert state["scenario_sha256"] == hashlib.sha256((d / "scenario.yaml").read_bytes()).hexdigest()
+
+
+def test_resume_refuses_a_changed_scenario_and_resumes_once_it_is_put_back(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An edited scenario.yaml used to be resumed silently: the run's first half under one seed,
+    the rest under another, in one events.csv."""
+    d = _copy(runs, tmp_path)
+    original = (d / "scenario.yaml").read_bytes()
+    edited = re.sub(rb"(?m)^seed: [0-9]+$", b"seed: 12345", original, count=1)
+    assert edited != original
+    (d / "scenario.yaml").write_bytes(edited)
+    before = _files(d)
+    code, err = _resume(d, capsys)
+    _assert_one_line_error(code, err, str(d / "scenario.yaml"))
+    assert "put the original back" in err and "generation 3" in err, err
+    assert _files(d) == before
+    (d / "scenario.yaml").write_bytes(original)
+    code, err = _resume(d, capsys)
+    assert code == 0, err
+    _same_as_ref(runs, d)
+
+
+def test_rows_after_the_checkpoint_may_be_anything(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only the recorded prefix is checked: what a killed run appended after its last checkpoint
+    (here garbage) is cut off and written again."""
+    d = _copy(runs, tmp_path)
+    with (d / "events.partial.csv").open("ab") as f:
+        f.write(b"half a row,\xff\xfe")
+    code, err = _resume(d, capsys)
+    assert code == 0, err
+    _same_as_ref(runs, d)
+
+
+def test_a_state_without_partial_or_scenario_hashes_is_resumed_without_those_checks(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checkpoints written before the hashes existed still resume (their prefix unchecked)."""
+    d = _copy(runs, tmp_path)
+    _edit_state(3, lambda s: _drop("scenario_sha256")(_drop("partial_sha256")(s)))(d)
+    code, err = _resume(d, capsys)
+    assert code == 0, err
+    _same_as_ref(runs, d)
 
 
 def test_a_state_without_a_hash_is_still_read(runs: dict[str, Path], tmp_path: Path) -> None:

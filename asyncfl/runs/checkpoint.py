@@ -4,7 +4,8 @@ Layout inside a run directory::
 
     events.partial.csv, metrics.partial.csv   records already final, appended at each checkpoint
     checkpoint/state-<g>.json                 engine snapshot + backend plain data + partial sizes
-                                              + the SHA-256 of tensors-<g>.pt
+                                              + the SHA-256 of tensors-<g>.pt, of the partial
+                                              files' bytes so far and of scenario.yaml
     checkpoint/tensors-<g>.pt                 model versions, computed updates (torch.save)
     checkpoint/latest.json                    {"generation": g}: the commit point, replaced last
 
@@ -21,6 +22,13 @@ resume falls back to the newest complete generation. A damaged checkpoint (unrea
 structure, tensors that do not match) is a one-line :class:`RunDirError`, never a traceback, and
 nothing is deleted.
 
+What resume checks besides the checkpoint's own files: that the partial record files begin with
+exactly the bytes the generation recorded (their SHA-256, kept as a running hash while the run
+appends, so a checkpoint costs no re-read), and that ``scenario.yaml`` is the one the run was
+checkpointed under: an edited scenario would continue the run under other settings and mix two
+scenarios in one events.csv. Either is a one-line error naming the file; nothing is changed.
+States written before these digests existed are resumed without those checks.
+
 Tensors are read with ``torch.load(weights_only=True)``: no pickle of arbitrary objects.
 """
 
@@ -34,7 +42,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +55,10 @@ from asyncfl.runs.rundir import (
     EVENTS_PARTIAL,
     MAX_JSON_BYTES,
     MAX_JSON_DEPTH,
+    MAX_SCENARIO_BYTES,
     MAX_STATE_BYTES,
     METRICS_PARTIAL,
+    SCENARIO_FILE,
     _write_error,
     csv_bytes,
     read_run_bytes,
@@ -78,10 +88,18 @@ class Checkpoint:
     """The ``state-<g>.json`` it was read from (for error messages)."""
     partial_sizes: dict[str, int] = field(default_factory=dict, compare=False)
     """Sizes in bytes of the partial record files when it was written (``events``, ``metrics``)."""
+    partial_sha256: dict[str, str] | None = field(default=None, compare=False)
+    """SHA-256 of those first ``partial_sizes`` bytes (None: a state written before it)."""
+    scenario_sha256: str | None = field(default=None, compare=False)
+    """SHA-256 of the run's scenario.yaml when it was written (None: a state written before it)."""
+    partial_hashes: dict[str, Any] = field(default_factory=dict, compare=False)
+    """After :func:`load_checkpoint`: running ``hashlib.sha256`` objects of the verified partial
+    prefixes, for the resumed :class:`Checkpointer` to continue."""
 
 
-def _append(path: Path, columns: tuple[str, ...], rows: list[Any]) -> int:
-    """Append rows (header first if the file is new); fsync; return the new size in bytes.
+def _append(path: Path, columns: tuple[str, ...], rows: list[Any], digest: Any) -> int:
+    """Append rows (header first if the file is new); fsync; update the running hash ``digest``
+    with the bytes written; return the new size in bytes.
 
     The file is opened without following a symbolic link (one there is refused). If the write
     fails (a full disk), the file is cut back to its size before it, so that it holds whole rows
@@ -113,23 +131,30 @@ def _append(path: Path, columns: tuple[str, ...], rows: list[Any]) -> int:
                 if err is not None:
                     raise err from None
             raise
+        digest.update(body)
         return before + len(body)
     finally:
         os.close(fd)
 
 
 class Checkpointer:
-    """Writes generations of checkpoints into ``run_dir``."""
+    """Writes generations of checkpoints into ``run_dir``: a new run's (``resumed`` None: no
+    partial files yet) or one resumed from ``resumed`` (from :func:`load_checkpoint`, whose partial
+    files were verified and are then cut back to its sizes)."""
 
-    def __init__(self, run_dir: Path, generation: int = 0) -> None:
+    def __init__(self, run_dir: Path, resumed: Checkpoint | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.dir = self.run_dir / CHECKPOINT_DIR
-        self.generation = generation
+        self.generation = 0 if resumed is None else resumed.generation
+        self._hashes = {key: hashlib.sha256() for key in ("events", "metrics")}
+        if resumed is not None and resumed.partial_hashes:
+            self._hashes = {key: h.copy() for key, h in resumed.partial_hashes.items()}
+        self.scenario_sha256 = _scenario_sha256(self.run_dir)
 
     def flush_records(self, events: list[EventRecord], metrics: list[MetricRecord]) -> dict[str, int]:
         """Append final records to the partial files; return their sizes."""
-        ev = _append(self.run_dir / EVENTS_PARTIAL, EVENT_COLUMNS, events)
-        me = _append(self.run_dir / METRICS_PARTIAL, METRIC_COLUMNS, metrics)
+        ev = _append(self.run_dir / EVENTS_PARTIAL, EVENT_COLUMNS, events, self._hashes["events"])
+        me = _append(self.run_dir / METRICS_PARTIAL, METRIC_COLUMNS, metrics, self._hashes["metrics"])
         return {"events": ev, "metrics": me}
 
     def save(
@@ -166,6 +191,8 @@ class Checkpointer:
             "partial_sizes": sizes,
             "info": info,
             "tensors_sha256": hashlib.sha256(blob).hexdigest(),
+            "partial_sha256": {key: h.hexdigest() for key, h in self._hashes.items()},
+            "scenario_sha256": self.scenario_sha256,
         }
         write_atomic(self.dir / f"state-{g}.json", json.dumps(state, allow_nan=False).encode())
         write_atomic(self.dir / LATEST, json.dumps({"generation": g}).encode())
@@ -176,6 +203,14 @@ class Checkpointer:
                 old.unlink(missing_ok=True)
         self.generation = g
         return g
+
+
+def _scenario_sha256(run_dir: Path) -> str | None:
+    """SHA-256 of ``run_dir/scenario.yaml`` (None if there is none: a run without a directory)."""
+    path = run_dir / SCENARIO_FILE
+    if not os.path.lexists(path):
+        return None
+    return hashlib.sha256(read_run_bytes(path, MAX_SCENARIO_BYTES)).hexdigest()
 
 
 def _checkpoint_dir(run_dir: Path) -> Path | None:
@@ -291,7 +326,21 @@ def _load_generation(d: Path, g: int) -> Checkpoint:  # noqa: C901 (a flat run o
     ):
         raise _Damaged(tpath, "does not hold a mapping of names to tensors")
     sizes = {key: int(state["partial_sizes"][key]) for key in ("events", "metrics")}
-    return Checkpoint(g, state["engine"], state["backend"], tensors, state.get("info", {}), spath, sizes)
+    partial = state.get("partial_sha256")
+    if partial is not None and not (
+        isinstance(partial, dict) and all(_is_sha256(partial.get(key)) for key in ("events", "metrics"))
+    ):
+        raise _Damaged(spath, "'partial_sha256' is not of the form {events: <sha256>, metrics: <sha256>}")
+    scenario = state.get("scenario_sha256")
+    if scenario is not None and not _is_sha256(scenario):
+        raise _Damaged(spath, "'scenario_sha256' is not a SHA-256")
+    partial = None if partial is None else {key: partial[key] for key in ("events", "metrics")}
+    info = state.get("info", {})
+    return Checkpoint(g, state["engine"], state["backend"], tensors, info, spath, sizes, partial, scenario)
+
+
+def _is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) is not None
 
 
 def _newest_complete(d: Path) -> Checkpoint:
@@ -318,10 +367,54 @@ def load_checkpoint(run_dir: Path, *, cut: bool = True) -> Checkpoint:
         ckpt = _load_generation(d, _committed_generation(d))
     else:
         ckpt = _newest_complete(d)
-    _partials(run_dir, ckpt)
+    _check_scenario(Path(run_dir), ckpt)
+    ckpt = replace(ckpt, partial_hashes=_verified_prefixes(_partials(run_dir, ckpt), ckpt))
     if cut:
         cut_partials(run_dir, ckpt)
     return ckpt
+
+
+def _check_scenario(run_dir: Path, ckpt: Checkpoint) -> None:
+    """The run's scenario.yaml must be the one ``ckpt`` was written under."""
+    if ckpt.scenario_sha256 is None:
+        return
+    now = _scenario_sha256(run_dir)
+    if now != ckpt.scenario_sha256:
+        raise RunDirError(
+            f"{run_dir / SCENARIO_FILE}: differs from the scenario checkpoint generation {ckpt.generation} was "
+            f"written under (SHA-256 {ckpt.scenario_sha256[:12]}..., now {str(now)[:12]}...); resuming would "
+            f"continue the run under other settings: put the original back, or {_START_OVER}"
+        )
+
+
+def _verified_prefixes(partials: list[tuple[Path, int]], ckpt: Checkpoint) -> dict[str, Any]:
+    """Running SHA-256 objects of each partial file's first ``size`` bytes, checked against the
+    digests ``ckpt`` recorded (when it recorded them)."""
+    out: dict[str, Any] = {}
+    for key, (path, size) in zip(("events", "metrics"), partials, strict=True):
+        h = hashlib.sha256()
+        try:
+            fd = open_nofollow(path, os.O_RDONLY)
+            try:
+                left = size
+                while left > 0:
+                    chunk = os.read(fd, min(left, 1 << 20))
+                    if not chunk:
+                        break
+                    h.update(chunk)
+                    left -= len(chunk)
+            finally:
+                os.close(fd)
+        except (OSError, SymlinkError) as exc:
+            raise _Damaged(path, f"unreadable ({type(exc).__name__})") from None
+        if ckpt.partial_sha256 is not None and h.hexdigest() != ckpt.partial_sha256[key]:
+            raise _Damaged(
+                path,
+                f"its first {size} bytes differ from what checkpoint generation {ckpt.generation} recorded "
+                "(SHA-256; the records were edited or damaged)",
+            )
+        out[key] = h
+    return out
 
 
 def _partials(run_dir: Path, ckpt: Checkpoint) -> list[tuple[Path, int]]:

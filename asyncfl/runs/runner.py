@@ -45,7 +45,7 @@ from asyncfl.exec.torch_backend import TorchBackend
 from asyncfl.models.base import FlatModel
 from asyncfl.models.registry import build_model
 from asyncfl.runs import checkpoint
-from asyncfl.runs.checkpoint import Checkpointer
+from asyncfl.runs.checkpoint import Checkpoint, Checkpointer
 from asyncfl.runs.resources import check_built, check_scenario
 from asyncfl.runs.rundir import (
     EVENTS_FILE,
@@ -308,13 +308,13 @@ class _Session:
         run_dir: Path | None,
         checkpoint_every: tuple[str, float] | None,
         progress: ProgressFn | None,
-        generation: int = 0,
+        resumed: Checkpoint | None = None,
     ) -> None:
         self.built = built
         self.run_dir = run_dir
         self.every = checkpoint_every
         self.progress = progress
-        self.ckpt = Checkpointer(run_dir, generation) if run_dir is not None else None
+        self.ckpt = Checkpointer(run_dir, resumed) if run_dir is not None else None
         self._last_steps = built.engine.counts["server_steps"]
         self._last_time = time.monotonic()
         built.engine.on_step = self._on_step
@@ -528,10 +528,11 @@ def _execute(
     started: str,
     t0: float,
     command: list[str] | None,
-    generation: int = 0,
+    resumed: Checkpoint | None = None,
 ) -> RunResult:
-    """Run the engine of ``built`` to its end, write the run directory, conclude."""
-    session = _Session(built, run_dir, every, progress, generation)
+    """Run the engine of ``built`` (restored from ``resumed``, if given) to its end, write the run
+    directory, conclude."""
+    session = _Session(built, run_dir, every, progress, resumed)
     result, status, error, sig = session.execute()
     out = _finish(session, scenario, result, status, error, started, t0, command)
     return _conclude(out, error, sig)
@@ -575,7 +576,7 @@ def resume(
                     built = build(scenario, d, device, snapshot=ckpt.engine)
                     built.backend.load_state(ckpt.backend, ckpt.tensors)
                 checkpoint.cut_partials(d, ckpt)  # only once the restore has worked
-                return _execute(built, d, every, progress, scenario, started, t0, command, ckpt.generation)
+                return _execute(built, d, every, progress, scenario, started, t0, command, ckpt)
             built = build(scenario, d, device)  # before clearing: a build error leaves the directory as it was
             checkpoint.clear(d)
             return _execute(built, d, every, progress, scenario, started, t0, command)
