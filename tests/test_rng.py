@@ -3,11 +3,13 @@ for bit, and the hash is SplitMix64's."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asyncfl.rng import MASK64, Draws, bits, bits_np, mix64, mix64_np, stream_key, uniform, uniform_np
+from asyncfl.rng import MASK64, Draws, bits, bits_np, mix64, mix64_np, normal, stream_key, uniform, uniform_np
 
 U64 = st.integers(min_value=0, max_value=MASK64)
 
@@ -54,3 +56,12 @@ def test_draws_sequential_run_crosses_blocks() -> None:
     assert got == [(bits(key, c) * 1000) >> 64 for c in range(span)]
     # a restored run resumes at its counter: going back gives the same numbers again
     assert [draws.below(c, 1000) for c in range(10)] == got[:10]
+
+
+@settings(max_examples=200, derandomize=True)
+@given(key=U64, counter=U64, j=st.integers(min_value=0, max_value=2**40))
+def test_normal_is_box_muller_of_uniforms_2j_and_2j_plus_1(key: int, counter: int, j: int) -> None:
+    """normal() computes the uniforms' shared first round once; the result is the textbook
+    composition, bit for bit."""
+    u1, u2 = uniform(key, counter, 2 * j), uniform(key, counter, 2 * j + 1)
+    assert normal(key, counter, j) == math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
