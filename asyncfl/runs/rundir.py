@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from asyncfl.bounded import InputLimitError, SymlinkError, is_link, loads_json, open_nofollow, read_file
-from asyncfl.errors import AsyncFLError, DamagedRunDirError, RunDirError, os_error
+from asyncfl.errors import AsyncFLError, DamagedRunDirError, RunDirError, UserError, os_error
 
 SCENARIO_FILE = "scenario.yaml"
 MANIFEST_FILE = "manifest.json"
@@ -121,6 +121,67 @@ def write_atomic(path: Path, data: bytes) -> None:
             os.close(dfd)
     except OSError:
         pass
+
+
+class NewPaths:
+    """The folders and files one command creates, to be removed again should it fail: what was
+    there before (a folder, a file it overwrote) is never removed. Use :func:`all_or_nothing`."""
+
+    def __init__(self) -> None:
+        self.paths: list[Path] = []
+
+    def mkdir(self, folder: Path) -> Path:
+        """``folder`` and the missing folders above it, each one made here recorded."""
+        folder = Path(folder)
+        missing: list[Path] = []
+        p = folder
+        while not os.path.lexists(p) and p != p.parent:
+            missing.append(p)
+            p = p.parent
+        for d in reversed(missing):
+            try:
+                d.mkdir()
+            except FileExistsError:
+                continue  # made meanwhile by another process: not ours to remove
+            except OSError as exc:
+                err = _write_error(exc, d, "creating")
+                if err is None:
+                    raise
+                raise err from None
+            self.paths.append(d)
+        if not folder.is_dir():
+            raise UserError(f"{folder}: exists and is not a directory")
+        return folder
+
+    def write(self, path: Path, data: bytes) -> None:
+        """:func:`write_atomic`, the file recorded if it is new."""
+        new = not os.path.lexists(path)
+        write_atomic(path, data)
+        if new:
+            self.paths.append(Path(path))
+
+    def remove(self) -> None:
+        """Remove what was made here, newest first; a folder only while it is empty (something
+        another process put there meanwhile stays, and its folder with it)."""
+        for p in reversed(self.paths):
+            with contextlib.suppress(OSError):
+                if p.is_dir() and not is_link(p):
+                    p.rmdir()
+                else:
+                    p.unlink()
+        self.paths.clear()
+
+
+@contextlib.contextmanager
+def all_or_nothing() -> Iterator[NewPaths]:
+    """Create folders and write files through the :class:`NewPaths` it yields; if anything fails
+    (a full disk, a signal), those made here are removed and the error passes on."""
+    made = NewPaths()
+    try:
+        yield made
+    except BaseException:
+        made.remove()
+        raise
 
 
 def _cell(v: Any) -> str:
@@ -462,7 +523,9 @@ __all__ = [
     "METRICS_PARTIAL",
     "RUN_FILES",
     "SCENARIO_FILE",
+    "NewPaths",
     "RunResult",
+    "all_or_nothing",
     "check_out_dir",
     "csv_bytes",
     "holds_checkpoint",
