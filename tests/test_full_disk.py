@@ -9,6 +9,7 @@ everywhere)."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import subprocess
@@ -235,11 +236,17 @@ def test_tmpfs_full_in_data_describe_plot_and_report(
 
 
 # ------------------------------------------------------------------------------------------------
-# The other user-facing writers: data describe --figure, report (Markdown with its
+# The other user-facing writers: data describe --figure, bench --out, report (Markdown with its
 # figures folder). Each writes through a temporary file in the same folder: a full disk is one
 # line (exit 4) naming the file, a read-only or forbidden path one line (exit 2), and nothing
 # half-written, no temporary file and no folder this command made is left behind.
 # ------------------------------------------------------------------------------------------------
+
+BENCH_ARGS = ["bench", "--workload", "null", "--clients", "10", "--in-flight", "2", "--updates", "20", "--quiet"]
+
+
+def _bench(out: Path, capsys: pytest.CaptureFixture[str], *more: str) -> tuple[int, str]:
+    return _cli([*BENCH_ARGS, *more, "--out", str(out)], capsys)
 
 
 def _one_line(err: str, code: int, *named: str) -> None:
@@ -283,6 +290,40 @@ def test_data_describe_figure_looks_as_before_and_is_reproducible(
     img = imread(a)
     width_in, height_in = 6.0, 7.0  # the tiny scenario: few clients, classification (two panels)
     assert img.shape[:2] == (round(height_in * 120), round(width_in * 120))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd to tell files apart")
+@pytest.mark.parametrize("n", [0, 1])
+def test_simulated_full_disk_in_bench_leaves_no_half_written_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, n: int
+) -> None:
+    """bench.json and bench.md used to be written in place: a full disk left them truncated (or
+    empty) and the one line did not say which file. n = 0: bench.json fails; 1: bench.md."""
+    out = tmp_path / "bench"
+    with monkeypatch.context() as m:
+        failed = _enospc_after(m, out, n)
+        code, err = _bench(out, capsys)
+    assert failed, "bench wrote nothing through os.write into --out"
+    assert code == EXIT_DISK_FULL, err
+    name = ("bench.json", "bench.md")[n]
+    _one_line(err, errno.ENOSPC, str(out / name))
+    assert sorted(p.name for p in out.iterdir()) == (["bench.json"] if n else [])
+    if n:  # what was written is whole
+        assert json.loads((out / "bench.json").read_text())["workloads"]["null"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd to tell files apart")
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES, getattr(errno, "EDQUOT", errno.ENOSPC)])
+def test_read_only_forbidden_or_over_quota_in_bench_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    out = tmp_path / "bench"
+    with monkeypatch.context() as m:
+        _enospc_after(m, out, 0, code)
+        exit_code, err = _bench(out, capsys)
+    assert exit_code == (EXIT_DISK_FULL if code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)) else 2), err
+    _one_line(err, code, str(out / "bench.json"))
+    assert list(out.iterdir()) == []
 
 
 @pytest.fixture(scope="module")
@@ -333,7 +374,7 @@ def test_simulated_full_disk_in_markdown_report_removes_only_what_it_made(
                 assert left == [f"{out.name}/new", f"{out.name}/new/r_files", f"{out.name}/new/r_files/mine.txt"]
 
 
-def test_tmpfs_full_in_describe_figure_and_markdown_report(
+def test_tmpfs_full_in_describe_figure_bench_and_markdown_report(
     report_source: Path, tmpfs: Path, capsys: pytest.CaptureFixture[str], tiny_file: Path
 ) -> None:
     """A real full disk: each command is one line with exit 4 naming the file, and leaves no file,
@@ -342,13 +383,19 @@ def test_tmpfs_full_in_describe_figure_and_markdown_report(
         filler = _fill(tmpfs, leave)
         for args, names in (
             (["data", "describe", str(tiny_file), "--figure", str(tmpfs / "f.png")], ["f.png"]),
+            ([*BENCH_ARGS, "--out", str(tmpfs / "b")], ["b"]),
             (["report", str(report_source), "--out", str(tmpfs / "md" / "r.md")], ["md"]),
         ):
             code, err = _cli(args, capsys)
             assert code == EXIT_DISK_FULL if leave == 0 else code in (0, EXIT_DISK_FULL), (args, err)
             if code == EXIT_DISK_FULL:
                 _one_line(err, errno.ENOSPC, str(tmpfs))
-                assert not any((tmpfs / n).exists() for n in names), (args, err)
+                if names != ["b"]:
+                    assert not any((tmpfs / n).exists() for n in names), (args, err)
+                else:  # bench makes --out before it measures (an unwritable one fails at once)
+                    js = tmpfs / "b" / "bench.json"
+                    assert not js.exists() or json.loads(js.read_text())["workloads"], (args, err)
+                    assert not (tmpfs / "b" / "bench.md").exists(), (args, err)
             assert _tmp_files(tmpfs) == [], args
             for n in names:
                 if (tmpfs / n).is_dir():
