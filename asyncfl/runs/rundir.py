@@ -24,7 +24,7 @@ import math
 import os
 import re
 import stat
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -295,20 +295,23 @@ def refuse_links(run_dir: Path) -> None:
 _TMP_NAME = re.compile(r"\.(.+)\.tmp-[0-9]+")
 
 
-def _is_stale_tmp(name: str, folder_is_checkpoint: bool = False) -> bool:
+def _is_stale_tmp(name: str, folder_is_checkpoint: bool = False, names: Collection[str] = RUN_FILES) -> bool:
     m = _TMP_NAME.fullmatch(name)
-    return m is not None and (folder_is_checkpoint or m.group(1) in RUN_FILES)
+    return m is not None and (folder_is_checkpoint or m.group(1) in names)
 
 
-def remove_stale_tmp(run_dir: Path) -> None:
-    """Remove the temporary files (``.NAME.tmp-PID``) a killed writer left in ``run_dir`` and its
-    checkpoint folder. Call it holding the lock: then no other process is writing them."""
+def remove_stale_tmp(run_dir: Path, names: Collection[str] = RUN_FILES) -> None:
+    """Remove the temporary files (``.NAME.tmp-PID``, NAME one of ``names``) a killed writer left
+    in ``run_dir``, and in its checkpoint folder when ``names`` holds it (a run directory's do).
+    A sweep directory passes its own names. Call it holding the lock: then no other process is
+    writing them."""
     d = Path(run_dir)
-    for folder, is_ckpt in ((d, False), (d / CHECKPOINT_DIR, True)):
+    folders = [(d, False)] + ([(d / CHECKPOINT_DIR, True)] if CHECKPOINT_DIR in names else [])
+    for folder, is_ckpt in folders:
         if is_link(folder) or not folder.is_dir():
             continue
         for p in folder.iterdir():
-            if _is_stale_tmp(p.name, is_ckpt) and not p.is_dir():
+            if _is_stale_tmp(p.name, is_ckpt, names) and not p.is_dir():
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
 
