@@ -9,6 +9,7 @@ everywhere)."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import subprocess
@@ -232,3 +233,173 @@ def test_tmpfs_full_in_data_describe_plot_and_report(
         assert code == EXIT_DISK_FULL, (args, err)
         assert err.count("\n") == 1 and str(tmpfs) in err and "No space left on device" in err, err
         assert not (tmpfs / name).exists() and _tmp_files(tmpfs) == [], args
+
+
+# ------------------------------------------------------------------------------------------------
+# The other user-facing writers: data describe --figure, bench --out, report (Markdown with its
+# figures folder). Each writes through a temporary file in the same folder: a full disk is one
+# line (exit 4) naming the file, a read-only or forbidden path one line (exit 2), and nothing
+# half-written, no temporary file and no folder this command made is left behind.
+# ------------------------------------------------------------------------------------------------
+
+BENCH_ARGS = ["bench", "--workload", "null", "--clients", "10", "--in-flight", "2", "--updates", "20", "--quiet"]
+
+
+def _bench(out: Path, capsys: pytest.CaptureFixture[str], *more: str) -> tuple[int, str]:
+    return _cli([*BENCH_ARGS, *more, "--out", str(out)], capsys)
+
+
+def _one_line(err: str, code: int, *named: str) -> None:
+    assert err.startswith("asyncfl: error:") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert os.strerror(code) in err, err
+    for n in named:
+        assert n in err, err
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd to tell files apart")
+@pytest.mark.parametrize("code", [errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EROFS, errno.EACCES])
+def test_simulated_full_disk_in_data_describe_figure_leaves_no_figure(
+    tmp_path: Path, tiny_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    """It used to write the PNG in place (matplotlib's own file): a full disk or a kill left a
+    truncated figure, and the error did not name it."""
+    out = tmp_path / "figs"
+    out.mkdir()
+    with monkeypatch.context() as m:
+        failed = _enospc_after(m, out, 0, code)
+        exit_code, err = _cli(["data", "describe", str(tiny_file), "--figure", str(out / "f.png")], capsys)
+    assert failed, "the figure was not written through os.write into its folder"
+    assert exit_code == (EXIT_DISK_FULL if code != errno.EROFS and code != errno.EACCES else 2), err
+    _one_line(err, code, str(out / "f.png"))
+    assert list(out.iterdir()) == []
+
+
+def test_data_describe_figure_looks_as_before_and_is_reproducible(
+    tmp_path: Path, tiny_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Written atomically, the figure is the same picture: a PNG of 120 dpi whose pixels do not
+    depend on how it was written, byte-identical when written twice."""
+    from matplotlib.image import imread
+
+    a, b = tmp_path / "a.png", tmp_path / "sub" / "b.png"
+    for p in (a, b):
+        code, err = _cli(["data", "describe", str(tiny_file), "--figure", str(p)], capsys)
+        assert code == 0, err
+    assert a.read_bytes() == b.read_bytes() and a.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"matplotlib" not in a.read_bytes().lower()  # no tool version in the file
+    img = imread(a)
+    width_in, height_in = 6.0, 7.0  # the tiny scenario: few clients, classification (two panels)
+    assert img.shape[:2] == (round(height_in * 120), round(width_in * 120))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd to tell files apart")
+@pytest.mark.parametrize("n", [0, 1])
+def test_simulated_full_disk_in_bench_leaves_no_half_written_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, n: int
+) -> None:
+    """bench.json and bench.md used to be written in place: a full disk left them truncated (or
+    empty) and the one line did not say which file. n = 0: bench.json fails; 1: bench.md."""
+    out = tmp_path / "bench"
+    with monkeypatch.context() as m:
+        failed = _enospc_after(m, out, n)
+        code, err = _bench(out, capsys)
+    assert failed, "bench wrote nothing through os.write into --out"
+    assert code == EXIT_DISK_FULL, err
+    name = ("bench.json", "bench.md")[n]
+    _one_line(err, errno.ENOSPC, str(out / name))
+    assert sorted(p.name for p in out.iterdir()) == (["bench.json"] if n else [])
+    if n:  # what was written is whole
+        assert json.loads((out / "bench.json").read_text())["workloads"]["null"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd to tell files apart")
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES, getattr(errno, "EDQUOT", errno.ENOSPC)])
+def test_read_only_forbidden_or_over_quota_in_bench_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    out = tmp_path / "bench"
+    with monkeypatch.context() as m:
+        _enospc_after(m, out, 0, code)
+        exit_code, err = _bench(out, capsys)
+    assert exit_code == (EXIT_DISK_FULL if code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)) else 2), err
+    _one_line(err, code, str(out / "bench.json"))
+    assert list(out.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def report_source(reference: tuple[Path, dict[str, bytes]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run to write reports of."""
+    scen, _ = reference
+    run_dir = tmp_path_factory.mktemp("report") / "r"
+    assert main(["run", str(scen), "--out", str(run_dir), "--quiet"]) == 0
+    return run_dir
+
+
+def _report_writes(source: Path, tmp_path: Path) -> int:
+    """How many files a Markdown report of ``source`` writes (its figures and itself)."""
+    assert main(["report", str(source), "--out", str(tmp_path / "count" / "r.md")]) == 0
+    return len(list((tmp_path / "count" / "r_files").iterdir())) + 1
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd to tell files apart")
+def test_simulated_full_disk_in_markdown_report_removes_only_what_it_made(
+    report_source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It used to leave r_files/ (empty, or with the figures written so far) behind. Now: at
+    every write that can fail, the folders and files this report made are removed, the ones that
+    were there before (a folder holding other files, an older figure) are kept."""
+    writes = _report_writes(report_source, tmp_path)
+    assert writes >= 3
+    for n in range(writes):
+        for before in ("nothing", "parent", "assets"):
+            out = tmp_path / f"out{n}-{before}"
+            target = out / "new" / "r.md"
+            if before != "nothing":
+                out.mkdir()
+            if before == "assets":
+                (out / "new" / "r_files").mkdir(parents=True)
+                (out / "new" / "r_files" / "mine.txt").write_text("keep me")
+            with monkeypatch.context() as m:
+                failed = _enospc_after(m, out, n)
+                code, err = _cli(["report", str(report_source), "--out", str(target)], capsys)
+            assert failed, (n, before)
+            assert code == EXIT_DISK_FULL, err
+            _one_line(err, errno.ENOSPC, str(out))
+            left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.glob(f"out{n}-{before}*/**/*"))
+            if before == "nothing":
+                assert not out.exists(), left
+            elif before == "parent":
+                assert list(out.iterdir()) == [], left
+            else:
+                assert left == [f"{out.name}/new", f"{out.name}/new/r_files", f"{out.name}/new/r_files/mine.txt"]
+
+
+def test_tmpfs_full_in_describe_figure_bench_and_markdown_report(
+    report_source: Path, tmpfs: Path, capsys: pytest.CaptureFixture[str], tiny_file: Path
+) -> None:
+    """A real full disk: each command is one line with exit 4 naming the file, and leaves no file,
+    no temporary file and no folder of its own."""
+    for leave in (0, 8192, 65536):
+        filler = _fill(tmpfs, leave)
+        for args, names in (
+            (["data", "describe", str(tiny_file), "--figure", str(tmpfs / "f.png")], ["f.png"]),
+            ([*BENCH_ARGS, "--out", str(tmpfs / "b")], ["b"]),
+            (["report", str(report_source), "--out", str(tmpfs / "md" / "r.md")], ["md"]),
+        ):
+            code, err = _cli(args, capsys)
+            assert code == EXIT_DISK_FULL if leave == 0 else code in (0, EXIT_DISK_FULL), (args, err)
+            if code == EXIT_DISK_FULL:
+                _one_line(err, errno.ENOSPC, str(tmpfs))
+                if names != ["b"]:
+                    assert not any((tmpfs / n).exists() for n in names), (args, err)
+                else:  # bench makes --out before it measures (an unwritable one fails at once)
+                    js = tmpfs / "b" / "bench.json"
+                    assert not js.exists() or json.loads(js.read_text())["workloads"], (args, err)
+                    assert not (tmpfs / "b" / "bench.md").exists(), (args, err)
+            assert _tmp_files(tmpfs) == [], args
+            for n in names:
+                if (tmpfs / n).is_dir():
+                    shutil.rmtree(tmpfs / n)
+                elif (tmpfs / n).exists():
+                    (tmpfs / n).unlink()
+        filler.unlink()

@@ -300,6 +300,25 @@ def test_sigterm_mid_run_then_rerun_continues_from_the_checkpoint(tmp_path: Path
             assert (out / r.name / f).read_bytes() == (ref_dir / r.name / f).read_bytes()
 
 
+def test_a_rerun_removes_the_temporary_files_a_killed_sweep_left(tmp_path_factory: Any, tmp_path: Path) -> None:
+    """A sweep killed while rewriting sweep.json leaves ``.sweep.json.tmp-PID``; the next sweep
+    into the directory (holding its lock: nobody else writes it) removes it, as a run does in its
+    directory, and keeps what is not its own (another command's temporary file, a user's file)."""
+    out = tmp_path / "out"
+    shutil.copytree(tiny_sweep(tmp_path_factory, workers=2), out)
+    stale = out / f".{SWEEP_FILE}.tmp-4242"
+    stale.write_text('{"runs": [')
+    theirs = [out / ".report.html.tmp-4242", out / "notes.tmp-1", out / f".{SWEEP_FILE}.tmp-x"]
+    for p in theirs:
+        p.write_text("not the sweep's")
+    scen = Path(read_sweep_manifest(out)["scenario"])
+    code = main(["sweep", str(scen), *GRID_ARGS, "--seeds", "2", "--out", str(out), "--workers", "2", "--quiet"])
+    assert code == 0
+    assert not stale.exists()
+    assert all(p.read_text() == "not the sweep's" for p in theirs)
+    assert read_sweep_manifest(out)["counts"] == {"completed": 8}
+
+
 def test_a_different_scenario_in_the_same_out_is_refused(tmp_path_factory: Any, tmp_path: Path, capsys: Any) -> None:
     out = tmp_path / "out"
     shutil.copytree(tiny_sweep(tmp_path_factory, workers=2), out)

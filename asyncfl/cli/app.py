@@ -108,9 +108,13 @@ def cmd_data(args: argparse.Namespace) -> int:
 
         print(convert_trace(Path(args.input), Path(args.output), args.flops_per_sample))
         return 0
-    from asyncfl.data.describe import describe, describe_figure, summary_text
+    from asyncfl.data.describe import FIGURE_DPI, describe, describe_figure, summary_text
     from asyncfl.data.registry import build_data
 
+    if args.figure:
+        from asyncfl.study.figures import check_format
+
+        check_format(args.figure, "--figure")  # a bad suffix fails before the data are built
     scenario, base_dir = _load(args)
     data = build_data(scenario.data, scenario.clients.count, scenario.seed, base_dir)
     print(summary_text(data, max_rows=args.rows))
@@ -121,7 +125,10 @@ def cmd_data(args: argparse.Namespace) -> int:
         write_atomic(Path(args.csv), describe(data).to_csv().encode("utf-8"))
         print(f"table: {args.csv}")
     if args.figure:
-        print(f"figure: {describe_figure(data, args.figure)}")
+        from asyncfl.study.figures import save
+
+        # atomically, as every figure: a full disk is one line (exit 4) and leaves no truncated figure
+        print(f"figure: {save(describe_figure(data), args.figure, dpi=FIGURE_DPI, flag='--figure')}")
     return 0
 
 

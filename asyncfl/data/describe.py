@@ -6,15 +6,19 @@ Used by ``asyncfl data describe FILE``. Figures are drawn on a bare :class:`matp
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 
 from asyncfl.data.base import FederatedData
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 Split = Literal["train", "test"]
+FIGURE_DPI = 120
+"""Resolution at which ``asyncfl data describe --figure`` writes :func:`describe_figure`."""
 
 
 def label_counts(data: FederatedData, split: Split = "train") -> np.ndarray:
@@ -88,14 +92,14 @@ def summary_text(data: FederatedData, max_rows: int = 10) -> str:
     return "\n".join(lines)
 
 
-def describe_figure(data: FederatedData, path: str | Path, max_clients: int = 100) -> Path:
-    """Save a figure of per-client sample counts (train stacked on test) and, for classification,
+def describe_figure(data: FederatedData, *, max_clients: int = 100) -> Figure:
+    """A figure of per-client sample counts (train stacked on test) and, for classification,
     each client's training label composition (fractions, a heatmap), for the first
-    ``max_clients`` clients. The format follows ``path``'s suffix (png, pdf, svg). Returns the path."""
+    ``max_clients`` clients. Drawn only: ``asyncfl data describe --figure`` writes it (atomically,
+    at :data:`FIGURE_DPI`) with :func:`asyncfl.study.figures.save`, as every figure is written."""
     import seaborn as sns
     from matplotlib.figure import Figure
 
-    path = Path(path)
     table = describe(data).head(max_clients)
     n = len(table)
     classification = data.task == "classification" and data.num_classes > 0
@@ -126,9 +130,7 @@ def describe_figure(data: FederatedData, path: str | Path, max_clients: int = 10
         axes[1].set_yticks(np.arange(0, ks, kstep) + 0.5, [str(i) for i in range(0, ks, kstep)])
     else:
         ax.set_xlabel("client")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
+    return fig
 
 
-__all__ = ["describe", "describe_figure", "label_counts", "summary_text"]
+__all__ = ["FIGURE_DPI", "describe", "describe_figure", "label_counts", "summary_text"]

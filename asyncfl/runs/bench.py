@@ -291,8 +291,10 @@ def measure_run(
     if profiler is not None and profile is not None:
         buf = io.StringIO()
         pstats.Stats(profiler, stream=buf).sort_stats("tottime").print_stats(25)
+        from asyncfl.runs.rundir import write_atomic
+
         profile.parent.mkdir(parents=True, exist_ok=True)
-        profile.write_text(f"{mode}: {updates} updates, {wall:.3f} s (profiled)\n" + buf.getvalue())
+        write_atomic(profile, (f"{mode}: {updates} updates, {wall:.3f} s (profiled)\n" + buf.getvalue()).encode())
     if keep_records:
         metrics, events = _frames(result)
         out["_events"] = events
@@ -776,11 +778,16 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
-    """bench.json and bench.md in ``out`` (created)."""
+    """bench.json and bench.md in ``out`` (created), each atomically (a temporary file in ``out``,
+    renamed into place): a full disk or quota is one line naming the file (exit 4), a read-only
+    or forbidden folder one line (exit 2), and neither file is ever left half-written. bench.json
+    goes first: should bench.md fail, the measurements are kept whole."""
+    from asyncfl.runs.rundir import write_atomic
+
     out.mkdir(parents=True, exist_ok=True)
     js, md = out / "bench.json", out / "bench.md"
-    js.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    md.write_text(markdown(report))
+    write_atomic(js, (json.dumps(report, indent=2, default=str) + "\n").encode())
+    write_atomic(md, markdown(report).encode())
     return js, md
 
 

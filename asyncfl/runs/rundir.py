@@ -24,7 +24,7 @@ import math
 import os
 import re
 import stat
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from asyncfl.bounded import InputLimitError, SymlinkError, is_link, loads_json, open_nofollow, read_file
-from asyncfl.errors import AsyncFLError, DamagedRunDirError, RunDirError, os_error
+from asyncfl.errors import AsyncFLError, DamagedRunDirError, RunDirError, UserError, os_error
 
 SCENARIO_FILE = "scenario.yaml"
 MANIFEST_FILE = "manifest.json"
@@ -121,6 +121,67 @@ def write_atomic(path: Path, data: bytes) -> None:
             os.close(dfd)
     except OSError:
         pass
+
+
+class NewPaths:
+    """The folders and files one command creates, to be removed again should it fail: what was
+    there before (a folder, a file it overwrote) is never removed. Use :func:`all_or_nothing`."""
+
+    def __init__(self) -> None:
+        self.paths: list[Path] = []
+
+    def mkdir(self, folder: Path) -> Path:
+        """``folder`` and the missing folders above it, each one made here recorded."""
+        folder = Path(folder)
+        missing: list[Path] = []
+        p = folder
+        while not os.path.lexists(p) and p != p.parent:
+            missing.append(p)
+            p = p.parent
+        for d in reversed(missing):
+            try:
+                d.mkdir()
+            except FileExistsError:
+                continue  # made meanwhile by another process: not ours to remove
+            except OSError as exc:
+                err = _write_error(exc, d, "creating")
+                if err is None:
+                    raise
+                raise err from None
+            self.paths.append(d)
+        if not folder.is_dir():
+            raise UserError(f"{folder}: exists and is not a directory")
+        return folder
+
+    def write(self, path: Path, data: bytes) -> None:
+        """:func:`write_atomic`, the file recorded if it is new."""
+        new = not os.path.lexists(path)
+        write_atomic(path, data)
+        if new:
+            self.paths.append(Path(path))
+
+    def remove(self) -> None:
+        """Remove what was made here, newest first; a folder only while it is empty (something
+        another process put there meanwhile stays, and its folder with it)."""
+        for p in reversed(self.paths):
+            with contextlib.suppress(OSError):
+                if p.is_dir() and not is_link(p):
+                    p.rmdir()
+                else:
+                    p.unlink()
+        self.paths.clear()
+
+
+@contextlib.contextmanager
+def all_or_nothing() -> Iterator[NewPaths]:
+    """Create folders and write files through the :class:`NewPaths` it yields; if anything fails
+    (a full disk, a signal), those made here are removed and the error passes on."""
+    made = NewPaths()
+    try:
+        yield made
+    except BaseException:
+        made.remove()
+        raise
 
 
 def _cell(v: Any) -> str:
@@ -234,20 +295,23 @@ def refuse_links(run_dir: Path) -> None:
 _TMP_NAME = re.compile(r"\.(.+)\.tmp-[0-9]+")
 
 
-def _is_stale_tmp(name: str, folder_is_checkpoint: bool = False) -> bool:
+def _is_stale_tmp(name: str, folder_is_checkpoint: bool = False, names: Collection[str] = RUN_FILES) -> bool:
     m = _TMP_NAME.fullmatch(name)
-    return m is not None and (folder_is_checkpoint or m.group(1) in RUN_FILES)
+    return m is not None and (folder_is_checkpoint or m.group(1) in names)
 
 
-def remove_stale_tmp(run_dir: Path) -> None:
-    """Remove the temporary files (``.NAME.tmp-PID``) a killed writer left in ``run_dir`` and its
-    checkpoint folder. Call it holding the lock: then no other process is writing them."""
+def remove_stale_tmp(run_dir: Path, names: Collection[str] = RUN_FILES) -> None:
+    """Remove the temporary files (``.NAME.tmp-PID``, NAME one of ``names``) a killed writer left
+    in ``run_dir``, and in its checkpoint folder when ``names`` holds it (a run directory's do).
+    A sweep directory passes its own names. Call it holding the lock: then no other process is
+    writing them."""
     d = Path(run_dir)
-    for folder, is_ckpt in ((d, False), (d / CHECKPOINT_DIR, True)):
+    folders = [(d, False)] + ([(d / CHECKPOINT_DIR, True)] if CHECKPOINT_DIR in names else [])
+    for folder, is_ckpt in folders:
         if is_link(folder) or not folder.is_dir():
             continue
         for p in folder.iterdir():
-            if _is_stale_tmp(p.name, is_ckpt) and not p.is_dir():
+            if _is_stale_tmp(p.name, is_ckpt, names) and not p.is_dir():
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
 
@@ -462,7 +526,9 @@ __all__ = [
     "METRICS_PARTIAL",
     "RUN_FILES",
     "SCENARIO_FILE",
+    "NewPaths",
     "RunResult",
+    "all_or_nothing",
     "check_out_dir",
     "csv_bytes",
     "holds_checkpoint",

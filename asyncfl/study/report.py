@@ -3,6 +3,9 @@
 - HTML (default): one file, figures embedded as base64 PNGs, no external assets.
 - Markdown: ``report.md`` with its figures as PNG files in ``report_files/`` beside it.
 
+Every file is written atomically; a write that fails (a full disk: one line, exit 4) removes the
+folders and files this report made, never what was there before.
+
 Written into the study's directory unless told otherwise. Figures that do not apply to what was
 run (e.g. sync-versus-async when every run is async) are listed with the reason instead.
 """
@@ -12,7 +15,6 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from asyncfl.errors import UserError
-from asyncfl.runs.rundir import write_atomic
+from asyncfl.runs.rundir import all_or_nothing
 from asyncfl.study.results import Study, load_study, resolve_target, summary
 
 FORMATS = ("html", "md")
@@ -40,12 +42,9 @@ class Section:
 
 
 def _png(fig: Any) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from asyncfl.study.figures import figure_bytes
 
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
-    return buf.getvalue()
+    return figure_bytes(fig, "png", dpi=110)
 
 
 def _sections(study: Study, metric: str, target: float | None) -> list[Section]:
@@ -282,16 +281,19 @@ def write_report(
     metric = _choose_metric(study, metric)
     sections = _sections(study, metric, target)
     tables = _tables(study, metric, target)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "html":
-        write_atomic(path, render_html(study, sections, tables).encode("utf-8"))
-    else:
-        assets = f"{path.stem}_files"
-        text, files = render_markdown(study, sections, tables, assets)
-        (path.parent / assets).mkdir(exist_ok=True)
-        for name, data in files.items():
-            write_atomic(path.parent / name, data)
-        write_atomic(path, text.encode("utf-8"))
+    # all or nothing: should a write fail (a full disk, a signal), the folders and files made
+    # here are removed again; what was there before stays (a figure it overwrote: whole, newer)
+    with all_or_nothing() as made:
+        made.mkdir(path.parent)
+        if fmt == "html":
+            made.write(path, render_html(study, sections, tables).encode("utf-8"))
+        else:
+            assets = f"{path.stem}_files"
+            text, files = render_markdown(study, sections, tables, assets)
+            made.mkdir(path.parent / assets)
+            for name, data in files.items():
+                made.write(path.parent / name, data)
+            made.write(path, text.encode("utf-8"))
     return path
 
 

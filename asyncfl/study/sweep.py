@@ -71,6 +71,7 @@ from asyncfl.runs.rundir import (
     is_run_dir,
     load_run,
     locked,
+    remove_stale_tmp,
     write_atomic,
 )
 from asyncfl.study.sweep_plan import (
@@ -86,6 +87,7 @@ from asyncfl.study.sweep_plan import (
 from asyncfl.study.sweep_state import (
     FINISHED,
     SWEEP_FILE,
+    SWEEP_FILES,
     SweepManifest,
     count_statuses,
     existing_state,
@@ -646,6 +648,8 @@ def run_sweep(
         parse_checkpoint_every(checkpoint_every)  # a bad value is an error before anything runs
     out = Path(out_dir)
     with sweep_locked(out, command) as created:
+        # what a sweep killed mid-write left (we hold the lock: no other sweep writes here)
+        remove_stale_tmp(out, SWEEP_FILES)
         try:
             _check_out(out, force)
             states = sweep_states(plan, out, force=force, resumes=runner.resumes)

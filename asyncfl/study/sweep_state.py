@@ -30,6 +30,10 @@ from asyncfl.runs.rundir import (
 from asyncfl.study.sweep_plan import SweepPlan, SweepRun
 
 SWEEP_FILE = "sweep.json"
+SWEEP_FILES = (SWEEP_FILE,)
+"""The files a sweep itself writes in its directory (its runs write their own directories): a
+rerun removes the temporary files a killed sweep left of these (see
+:func:`asyncfl.runs.rundir.remove_stale_tmp`)."""
 FINISHED = ("completed", "diverged")
 """Run statuses a rerun keeps: a diverged run is a result (deterministic), not a failure."""
 # ------------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from asyncfl.errors import UserError
-from asyncfl.runs.rundir import write_atomic
+from asyncfl.runs.rundir import all_or_nothing
 from asyncfl.study.figures.common import BANDS, get_study
 from asyncfl.study.figures.convergence import convergence
 from asyncfl.study.figures.convergence_vs_delay import convergence_vs_delay
@@ -74,28 +74,48 @@ def figure(kind: str, source: Study | str | Path, **opts: Any) -> Any:
     return KINDS[kind](get_study(source), **given)
 
 
-def save(fig: Any, path: str | Path, dpi: int = 150) -> Path:
-    """Write ``fig`` to ``path``; the suffix (.png, .svg, .pdf) picks the format. Atomic, and the
-    same figure gives the same bytes (no tool versions or dates in the file)."""
+_METADATA: dict[str, dict[str, Any]] = {
+    "png": {"Software": None},
+    "svg": {"Creator": None, "Date": None},
+    "pdf": {"Creator": None, "Producer": None, "CreationDate": None},
+}
+"""What each format would otherwise stamp into the file (tool versions, dates): left out, so
+that the same figure gives the same bytes."""
+
+
+def check_format(path: str | Path, flag: str = "--out") -> str:
+    """The format of figure file ``path`` by its suffix; else a one-line error naming ``flag``."""
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix not in FORMATS:
-        raise UserError(f"--out {p}: unknown figure format {suffix or '(none)'!r}; allowed: {', '.join(FORMATS)}")
+        raise UserError(f"{flag} {p}: unknown figure format {suffix or '(none)'!r}; allowed: {', '.join(FORMATS)}")
+    return suffix[1:]
+
+
+def figure_bytes(fig: Any, fmt: str = "png", dpi: int = 150) -> bytes:
+    """``fig`` rendered as a ``fmt`` (png, svg, pdf) file in memory, on matplotlib's Agg canvas:
+    the one place figures are rendered, for :func:`save` and for reports that embed them."""
     from matplotlib import rc_context
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     if fig.canvas is None or not isinstance(fig.canvas, FigureCanvasAgg):
         FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    metadata: dict[str, Any] = {
-        ".png": {"Software": None},
-        ".svg": {"Creator": None, "Date": None},
-        ".pdf": {"Creator": None, "Producer": None, "CreationDate": None},
-    }[suffix]
     with rc_context({"svg.hashsalt": "asyncfl"}):
-        fig.savefig(buf, format=suffix[1:], dpi=dpi, metadata=metadata)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(p, buf.getvalue())
+        fig.savefig(buf, format=fmt, dpi=dpi, metadata=_METADATA[fmt])
+    return buf.getvalue()
+
+
+def save(fig: Any, path: str | Path, dpi: int = 150, flag: str = "--out") -> Path:
+    """Write ``fig`` to ``path``; the suffix (.png, .svg, .pdf) picks the format. Atomic (a
+    temporary file in the same folder, renamed into place: a full disk is one line, exit 4, and
+    leaves neither a truncated figure nor a folder made for it), and the same figure gives the
+    same bytes (no tool versions or dates in the file). ``flag`` names ``path`` in errors."""
+    p = Path(path)
+    data = figure_bytes(fig, check_format(p, flag), dpi)
+    with all_or_nothing() as made:
+        made.mkdir(p.parent)
+        made.write(p, data)
     return p
 
 
@@ -103,10 +123,12 @@ __all__ = [
     "BANDS",
     "FORMATS",
     "KINDS",
+    "check_format",
     "convergence",
     "convergence_vs_delay",
     "fairness",
     "figure",
+    "figure_bytes",
     "gini",
     "options",
     "participation",
