@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import pickle
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -403,3 +404,26 @@ def test_tmpfs_full_in_describe_figure_bench_and_markdown_report(
                 elif (tmpfs / n).exists():
                     (tmpfs / n).unlink()
         filler.unlink()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd to tell files apart")
+@pytest.mark.parametrize("code", [errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EROFS, errno.EACCES])
+def test_simulated_full_disk_in_data_convert_trace_leaves_no_half_written_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    """It used to write the CSV in place: a full disk left a truncated profile or trace, with
+    exit 2. Now: nothing written, one line naming the file, exit 4 for a full disk or quota."""
+    src = tmp_path / "client_device_capacity"
+    src.write_bytes(pickle.dumps({7: {"computation": 30.0, "communication": 800.0}}))
+    out = tmp_path / "out"
+    out.mkdir()
+    with monkeypatch.context() as m:
+        failed = _enospc_after(m, out, 0, code)
+        exit_code, err = _cli(["data", "convert-trace", str(src), str(out / "p.csv")], capsys)
+    assert failed, "the CSV was not written through os.write into its folder"
+    assert exit_code == (EXIT_DISK_FULL if code not in (errno.EROFS, errno.EACCES) else 2), err
+    _one_line(err, code, str(out / "p.csv"))
+    assert list(out.iterdir()) == []
+    exit_code, err = _cli(["data", "convert-trace", str(src), str(out / "p.csv")], capsys)
+    assert exit_code == 0, err
+    assert (out / "p.csv").read_text().startswith("client,speed,")

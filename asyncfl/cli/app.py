@@ -105,8 +105,11 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     if args.data_command == "convert-trace":
         from asyncfl.data.traces import convert_trace
+        from asyncfl.runs.rundir import write_atomic
 
-        print(convert_trace(Path(args.input), Path(args.output), args.flops_per_sample))
+        text, summary = convert_trace(Path(args.input), args.flops_per_sample)
+        write_atomic(Path(args.output), text.encode("utf-8"))  # a full disk: exit 4, no half-written file
+        print(f"{summary} -> {args.output}")
         return 0
     from asyncfl.data.describe import FIGURE_DPI, describe, describe_figure, summary_text
     from asyncfl.data.registry import build_data

@@ -102,9 +102,10 @@ def _layout(trace: Any, path: Path) -> str:
     )
 
 
-def convert_trace(src: Path, dst: Path, flops_per_sample: float | None = None) -> str:  # noqa: C901 (one branch per accepted FedScale layout, unit and format error)
-    """Convert a FedScale trace pickle ``src`` to asyncfl's CSV ``dst`` (see the module docstring).
-    Returns a one-line summary."""
+def convert_trace(src: Path, flops_per_sample: float | None = None) -> tuple[str, str]:  # noqa: C901 (one branch per accepted FedScale layout, unit and format error)
+    """Convert a FedScale trace pickle ``src`` to asyncfl's CSV (see the module docstring).
+    Returns the CSV text and a one-line summary of it; the caller writes the file (the command
+    line does, atomically: this layer writes nothing)."""
     trace = load_plain_pickle(src)
     kind = _layout(trace, src)
     ids = _sorted_ids(trace, src)
@@ -132,7 +133,7 @@ def convert_trace(src: Path, dst: Path, flops_per_sample: float | None = None) -
             if flops_per_sample is not None:
                 row.append(repr(flops_per_sample * 1000.0 / ms))
             w.writerow([*row, cid])
-        summary = f"{len(ids)} clients' capacities -> {dst} (a system.profile file)"
+        summary = f"{len(ids)} clients' capacities (a system.profile file)"
     else:
         w.writerow(["client", "start_s", "end_s", "period_s", "fedscale_id"])
         windows = unpaired = 0
@@ -159,14 +160,10 @@ def convert_trace(src: Path, dst: Path, flops_per_sample: float | None = None) -
             if rows == 0:
                 w.writerow([client, "0.0", "0.0", repr(period), cid])
             windows += rows
-        summary = f"{len(ids)} clients, {windows} availability windows -> {dst} (a trace for availability.model: trace)"
+        summary = f"{len(ids)} clients, {windows} availability windows (a trace for availability.model: trace)"
         if unpaired:
             summary += f"; {unpaired} unpaired active/inactive entries dropped"
-    try:
-        dst.write_text(out.getvalue(), encoding="utf-8")
-    except OSError as e:
-        raise UserError(f"cannot write {dst}: {e.strerror or e}") from None
-    return summary
+    return out.getvalue(), summary
 
 
 __all__ = ["convert_trace", "load_plain_pickle"]
