@@ -32,6 +32,7 @@ from asyncfl.sim import selection
 from asyncfl.sim.availability import make_availability
 from asyncfl.sim.backend import NullBackend
 from asyncfl.sim.engine import Engine, EngineResult
+from asyncfl.sim.fenwick import Fenwick
 from asyncfl.sim.records import EventRecord
 from asyncfl.sim.system import SystemModel
 
@@ -277,3 +278,96 @@ def test_speed_aware_overcommit_prefers_fast_clients() -> None:
         clients=4,
     ).run()
     assert max(Counter(e.client for e in plain.events).values()) < 1500 * 0.3  # exponent 0: uniform
+
+
+# ------------------------------------------------------------------------------------------------
+# the indexes behind the O(log N) picks
+# ------------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    weights=st.lists(st.integers(0, 1000), min_size=1, max_size=40),
+    edits=st.lists(st.tuples(st.integers(0, 39), st.integers(0, 1000)), max_size=30),
+)
+def test_fenwick_find_is_the_inverse_of_the_cumulative_weights(
+    weights: list[int], edits: list[tuple[int, int]]
+) -> None:
+    """Built at once or edited weight by weight, the tree answers as a scan of the cumulative
+    weights in id order: find(u) is the id whose interval [W_<i, W_<=i) holds u."""
+    tree = Fenwick.of(weights)
+    w = list(weights)
+    for i, new in edits:
+        i %= len(w)
+        tree.add(i, new - w[i])
+        w[i] = new
+    assert tree.total == sum(w)
+    rebuilt = Fenwick.of(w)
+    cum = np.cumsum(w)
+    for u in range(sum(w)):
+        expected = int(np.searchsorted(cum, u, side="right"))
+        assert tree.find(u) == rebuilt.find(u) == expected
+
+
+class _ScannedLeastRecent(selection.LeastRecent):
+    """The least-recent rule as first written (a scan of every idle client), as a reference."""
+
+    def pick(self, idle: Any, now: float) -> Any:
+        client = self._oldest_scanned(idle, now)
+        if client is None:
+            return None
+        idle.remove(client)
+        self.last[client] = self.picks
+        self.picks += 1
+        return client
+
+
+class _ScannedWeighted(selection.DataSize):
+    """data_size's rule by a scan: the idle client whose interval of the integer weights, in
+    client-id order, holds u = below(counter, sum W)."""
+
+    def pick(self, idle: Any, now: float) -> Any:
+        w = self.int_weights
+        on = sorted(c for c in idle.items if w[c] > 0)
+        if not on:
+            return None
+        u = self._draw(sum(w[c] for c in on))
+        for c in on:
+            u -= w[c]
+            if u < 0:
+                idle.remove(c)
+                return c
+        raise AssertionError
+
+
+@pytest.mark.parametrize("mode", ["sync", "async", "buffered"])
+@pytest.mark.parametrize(
+    ("name", "reference"), [("least_recent", _ScannedLeastRecent), ("data_size", _ScannedWeighted)]
+)
+@pytest.mark.parametrize("seed", [1, 7])
+def test_indexed_picks_equal_the_scan_they_replace(
+    mode: str, name: str, reference: type[selection.Uniform], seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Always-on clients: the indexed pick (O(log N)) starts the same clients, draw for draw, as a
+    scan of all idle clients, through a snapshot and resume too."""
+    n = 40
+    sizes = [(c * 7) % 11 for c in range(n)]  # some clients of size 0: never picked by data_size
+    srv, stop = server(mode, name, 6), StopConfig(server_steps=120)
+    fast = make(srv, stop, HETERO, clients=n, seed=seed, sizes=sizes).run()
+    snaps: list[dict[str, Any]] = []
+    make(
+        srv,
+        stop,
+        HETERO,
+        clients=n,
+        seed=seed,
+        sizes=sizes,
+        on_step=lambda e: snaps.append(e.snapshot()) if not snaps and e.version == 50 else None,
+    ).run()
+    resumed = make(srv, stop, HETERO, clients=n, seed=seed, sizes=sizes, snapshot=snaps[0]).run()
+    monkeypatch.setitem(selection.STRATEGIES._items, name, reference)
+    slow = make(srv, stop, HETERO, clients=n, seed=seed, sizes=sizes).run()
+    assert [repr(e) for e in fast.events] == [repr(e) for e in slow.events]
+    assert [repr(e) for e in resumed.events] == [repr(e) for e in fast.events][-len(resumed.events) :]
+    if name == "data_size":
+        assert {e.client for e in fast.events}.isdisjoint({c for c in range(n) if sizes[c] == 0})

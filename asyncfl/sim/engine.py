@@ -104,7 +104,6 @@ from asyncfl.sim import snapshot as snap
 from asyncfl.sim.availability import Availability, make_availability
 from asyncfl.sim.backend import Backend
 from asyncfl.sim.clock import Clock, Timer
-from asyncfl.sim.idle import IdleSet
 from asyncfl.sim.policy import ServerPolicy
 from asyncfl.sim.records import COUNT_KEYS, EventRecord, MetricRecord, TaskStatus
 from asyncfl.sim.selection import Selector, make_selector
@@ -230,7 +229,7 @@ class Engine:
         self._version = ModelVersion(0)
         self._next_task = 0
         self._counters: list[int] = [0] * self.num_clients
-        self._idle = IdleSet(self.num_clients)
+        self._idle = self._selector.idle_set(self.num_clients)
         self._inflight: dict[int, Task] = {}  # task id -> its record
         self._buffer: list[Waiting] = []  # arrived, not yet applied, in arrival order
         self._base_count: dict[int, int] = {}  # policy wait: in-flight tasks per base version

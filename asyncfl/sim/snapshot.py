@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
 from asyncfl.sim.clock import Clock, Timer
-from asyncfl.sim.idle import IdleSet
 from asyncfl.sim.records import COUNT_KEYS, EventRecord, MetricRecord
 from asyncfl.sim.tasks import Task, Waiting
 
@@ -105,7 +104,7 @@ FIELDS: dict[str, tuple[Callable[[Engine], Any], Callable[[Engine, Any], None]]]
     "next_task": _attr("_next_task", int),
     "selection_counter": (lambda e: e._selector.state()["selection_counter"], _NOTHING),  # by the selector
     "client_counters": (lambda e: list(e._counters), lambda e, v: setattr(e, "_counters", [int(c) for c in v])),
-    "idle": (lambda e: list(e._idle.items), lambda e, v: setattr(e, "_idle", IdleSet(e.num_clients, v))),
+    "idle": (lambda e: list(e._idle.items), lambda e, v: setattr(e, "_idle", e._selector.idle_set(e.num_clients, v))),
     "inflight": (lambda e: [[task, *t] for task, t in sorted(e._inflight.items())], _load_inflight),
     "pending": (_pending, _NOTHING),
     "buffer": (
