@@ -13,7 +13,7 @@ import pytest
 
 from asyncfl.cli import main
 from asyncfl.config.loader import validate
-from asyncfl.runs.bench import MODES, BenchOptions, markdown, run_bench, workload_scenario
+from asyncfl.runs.bench import MODES, NULL_VARIANTS, BenchOptions, markdown, run_bench, workload_scenario
 from asyncfl.sim.engine_cost import engine_cost
 
 
@@ -54,10 +54,14 @@ def test_bench_command_writes_json_and_markdown(tmp_path: Path, capsys: pytest.C
         assert {"batched_over_one_at_a_time", "one_at_a_time_over_bare"} <= set(w["ratios"])
         for check in w["equality"].values():
             assert check["events_identical"] and check["ok"], check
-    assert report["workloads"]["null"]["async"]["us_per_task"] > 0
+    null = report["workloads"]["null"]
+    assert null["async"]["us_per_task"] > 0
+    assert set(null["variants"]) == set(NULL_VARIANTS)
+    assert all(r["tasks"] >= 16 and r["us_per_task"] > 0 for r in null["variants"].values())
     assert report["device"]["measured_matmul_peak"] > 0
     md = (out / "bench.md").read_text()
     assert "## synthetic-logreg" in md and "bare PyTorch loop" in md and "us per task" in md
+    assert all(f"| {name} |" in md for name in NULL_VARIANTS)
     assert "## synthetic-logreg" in capsys.readouterr().out
 
 
@@ -108,6 +112,9 @@ def test_engine_cost_reports_microseconds_per_task() -> None:
     r = engine_cost(clients=200, concurrency=20, tasks=400, mode="buffered", buffer_size=5)
     assert r["tasks"] >= 400 and 0 < r["us_per_task"] < 10_000
     assert r["us_per_task_cpu"] > 0
+    for sel in ({"name": "least_recent"}, {"name": "data_size"}):
+        r = engine_cost(clients=200, concurrency=20, tasks=400, selection=sel)
+        assert r["tasks"] >= 400 and 0 < r["us_per_task"] < 10_000
 
 
 @pytest.mark.slow

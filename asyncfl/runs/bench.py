@@ -33,7 +33,8 @@ Workloads (sizes are flags):
   synthetic clients (784 features, 10 classes, ~``--samples`` training samples each) by default,
   so that 1,000 clients hold realistic amounts; ``--mnist-root`` uses real MNIST (torchvision
   layout) split iid over the clients instead (a 5,000-image subset gives ~4 samples per client).
-- ``null``: the engine alone (a), async and buffered.
+- ``null``: the engine alone (a), async and buffered, then async with ``least_recent`` and
+  ``data_size`` selection and with the shipped scenarios' lognormal per-task jitter.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 WORKLOADS = ("synthetic-logreg", "mnist-mlp-hf", "null")
+_JITTER = {"dist": "lognormal", "mean": 1.0, "sigma": 0.2}  # the shipped scenarios' per-task jitter
 MODES = ("batched", "one_at_a_time", "one_at_a_time_autograd")
 DEFAULT_SIZES: dict[str, dict[str, int]] = {
     "synthetic-logreg": {"clients": 1000, "in_flight": 100, "updates": 10000},
@@ -615,18 +617,41 @@ def run_workload(workload: str, opts: BenchOptions, device: Any, log: Callable[[
     }
 
 
+NULL_VARIANTS: dict[str, tuple[str, dict[str, Any] | None, dict[str, Any] | None]] = {
+    "async, least_recent selection": ("async", {"name": "least_recent"}, None),
+    "async, data_size selection": ("async", {"name": "data_size"}, None),
+    "async, lognormal jitter": (
+        "async",
+        None,
+        {"compute": {"jitter": _JITTER}, "network": {"jitter": _JITTER}},
+    ),
+}
+"""The null workload's other rows: (server mode, server.selection, system) changed from the
+default async run, one at a time: the selection strategies that keep an index of the idle
+clients, and the per-task jitter every shipped scenario uses (three scalar draws a task)."""
+
+
 def run_null(opts: BenchOptions, log: Callable[[str], None]) -> dict[str, Any]:
-    """(b): the engine's cost per client task with a null backend, async and buffered."""
+    """(b): the engine's cost per client task with a null backend, async and buffered (uniform
+    selection, the default system model), then :data:`NULL_VARIANTS`."""
+    from asyncfl.config.schema import SystemConfig
     from asyncfl.sim.engine_cost import engine_cost
 
     clients = opts.size("null", "clients")
     in_flight = min(opts.size("null", "in_flight"), clients)
     tasks = opts.size("null", "updates")
-    out: dict[str, Any] = {"clients": clients, "in_flight": in_flight, "tasks": tasks}
+    repeat = max(1, opts.repeat)
+    out: dict[str, Any] = {"clients": clients, "in_flight": in_flight, "tasks": tasks, "variants": {}}
     for mode in ("async", "buffered"):
         log(f"null: engine cost, {mode}")
-        r = engine_cost(clients, in_flight, tasks, mode, buffer_size=opts.buffer, repeat=max(1, opts.repeat))
+        r = engine_cost(clients, in_flight, tasks, mode, buffer_size=opts.buffer, repeat=repeat)
         out[mode] = r
+        log(f"  {r['us_per_task']:.2f} us/task")
+    for name, (mode, selection, system) in NULL_VARIANTS.items():
+        log(f"null: engine cost, {name}")
+        cfg = None if system is None else SystemConfig.model_validate(system)
+        r = engine_cost(clients, in_flight, tasks, mode, system=cfg, repeat=repeat, selection=selection)
+        out["variants"][name] = r
         log(f"  {r['us_per_task']:.2f} us/task")
     return out
 
@@ -723,9 +748,9 @@ def markdown(report: dict[str, Any]) -> str:
                 "| server | us per task (wall) | us per task (CPU) | tasks |",
                 "|---|---:|---:|---:|",
             ]
-            for mode in ("async", "buffered"):
-                r = w[mode]
-                lines.append(f"| {mode} | {r['us_per_task']:.2f} | {r['us_per_task_cpu']:.2f} | {int(r['tasks']):,} |")
+            rows = [(mode, w[mode]) for mode in ("async", "buffered")] + list(w.get("variants", {}).items())
+            for label, r in rows:
+                lines.append(f"| {label} | {r['us_per_task']:.2f} | {r['us_per_task_cpu']:.2f} | {int(r['tasks']):,} |")
             continue
         sc = w["scenario"]
         peak = (dev or {}).get("vendor_fp32_peak") or (dev or {}).get("measured_matmul_peak")

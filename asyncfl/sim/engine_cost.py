@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
@@ -32,11 +33,13 @@ def engine_cost(
     seed: int = 0,
     buffer_size: int = 10,
     repeat: int = 1,
+    selection: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Run ``tasks`` client updates through the engine with a null backend; returns the wall
     seconds of setup and run, and ``us_per_task`` = run seconds / tasks dispatched * 1e6 (the
     best of ``repeat`` runs; ``us_per_task_cpu`` the same in process CPU time). ``buffer_size``
-    applies to ``mode='buffered'``."""
+    applies to ``mode='buffered'``; ``selection``: the ``server.selection`` mapping (default
+    uniform; every client has 100 training samples, for ``data_size``)."""
     cfg = system or SystemConfig.model_validate({})
     concurrency = min(concurrency, clients)
     best: dict[str, float] = {}
@@ -50,6 +53,7 @@ def engine_cost(
                 "concurrency": concurrency,
                 "clients_per_round": concurrency,
                 "buffer_size": min(buffer_size, concurrency) if mode == "buffered" else 1,
+                **({} if selection is None else {"selection": selection}),
             }
         )
         engine = Engine(
@@ -61,6 +65,7 @@ def engine_cost(
             availability,
             NullBackend(keep_applied=False),
             seed,
+            train_sizes=np.full(clients, 100.0),
         )
         t1 = time.perf_counter()
         c1 = time.process_time()
