@@ -309,16 +309,41 @@ def test_fenwick_find_is_the_inverse_of_the_cumulative_weights(
         assert tree.find(u) == rebuilt.find(u) == expected
 
 
+def _least_recent_ties(sel: selection.LeastRecent, idle: Any, now: float) -> list[int]:
+    """The least-recent rule as first written, a scan of every idle client: the available idle
+    clients whose last pick is the oldest, in client-id order (several only if never picked)."""
+    on = [c for c in idle.items if sel.availability.is_on(c, now)]
+    if not on:
+        return []
+    oldest = min(sel.last[c] for c in on)
+    return sorted(c for c in on if sel.last[c] == oldest)
+
+
 class _ScannedLeastRecent(selection.LeastRecent):
-    """The least-recent rule as first written (a scan of every idle client), as a reference."""
+    """The scan as a strategy, drawing among the ties as the original did (the reference)."""
 
     def pick(self, idle: Any, now: float) -> Any:
-        client = self._oldest_scanned(idle, now)
-        if client is None:
+        ties = _least_recent_ties(self, idle, now)
+        if not ties:
             return None
+        client = ties[0] if len(ties) == 1 else ties[self._draw(len(ties))]
         idle.remove(client)
         self.last[client] = self.picks
         self.picks += 1
+        return client
+
+
+class _CheckedLeastRecent(selection.LeastRecent):
+    """The indexed strategy, each pick checked against the scan: one of its ties, or None when
+    the scan finds no available idle client."""
+
+    checked = 0
+
+    def pick(self, idle: Any, now: float) -> Any:
+        ties = _least_recent_ties(self, idle, now)
+        client = super().pick(idle, now)
+        assert (client is None) == (not ties) and (client is None or client in ties), (client, ties)
+        _CheckedLeastRecent.checked += 1
         return client
 
 
@@ -371,3 +396,38 @@ def test_indexed_picks_equal_the_scan_they_replace(
     assert [repr(e) for e in resumed.events] == [repr(e) for e in fast.events][-len(resumed.events) :]
     if name == "data_size":
         assert {e.client for e in fast.events}.isdisjoint({c for c in range(n) if sizes[c] == 0})
+
+
+@pytest.mark.parametrize("mode", ["sync", "async", "buffered"])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_least_recent_with_availability_picks_an_oldest_available_client(
+    mode: str, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On/off clients: every pick of the indexed rule (rejection among the never-picked, then the
+    heap passing over clients that are off) is one the scan of all idle clients allows."""
+    monkeypatch.setitem(selection.STRATEGIES._items, "least_recent", _CheckedLeastRecent)
+    before = _CheckedLeastRecent.checked
+    r = make(server(mode, "least_recent", 5), StopConfig(server_steps=150), FLAKY, clients=30, seed=seed).run()
+    assert r.counts["server_steps"] == 150
+    assert _CheckedLeastRecent.checked - before >= 150
+
+
+def test_least_recent_with_availability_resumes_with_its_sleeping_never_picked_clients() -> None:
+    """The never-picked clients found off (out of the draw until they are next on) are snapshot
+    state: a resume from a JSON round trip of a snapshot that holds some picks as the run did."""
+    import json
+
+    srv, stop = server("async", "least_recent", 5), StopConfig(server_steps=150)
+    full = make(srv, stop, FLAKY, clients=60, seed=4).run()
+    snaps: list[dict[str, Any]] = []
+    make(
+        srv,
+        stop,
+        FLAKY,
+        clients=60,
+        seed=4,
+        on_step=lambda e: snaps.append(json.loads(json.dumps(e.snapshot()))) if e.version == 20 else None,
+    ).run()
+    assert snaps and snaps[0]["selection"]["never_asleep"], "the case must have sleeping clients"
+    resumed = make(srv, stop, FLAKY, clients=60, seed=4, snapshot=snaps[0]).run()
+    assert [repr(e) for e in resumed.events] == [repr(e) for e in full.events][-len(resumed.events) :]

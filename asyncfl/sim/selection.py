@@ -13,10 +13,11 @@ history) is saved in engine snapshots.
   clients and keeps the first K arrivals; picks at random with P(k) proportional to
   (1 / E[task time of k])^speed_exponent.
 
-Picks cost O(log N) for every built-in strategy with always-on clients: ``data_size`` and
+Picks cost O(log N) for every built-in strategy: ``data_size`` and
 ``overcommit`` (:class:`Weighted`) and ``least_recent`` keep an index of the idle clients in the
 engine's idle set (:meth:`Uniform.idle_set`), where a scan would cost O(N) a task (~1 ms at
-10,000 clients). With on/off availability ``least_recent`` scans the idle clients.
+10,000 clients); with on/off availability they draw by rejection, and ``least_recent`` lets a
+client found off sleep out of its index until it is next on.
 
 Adding a strategy: its config class in :mod:`asyncfl.config.schema` (a subclass of
 ``SelectionBase`` listed in ``SELECTION_UNION.register``), a class here with ``pick``,
@@ -231,20 +232,29 @@ class _LeastRecentIdle(IdleSet):
     """The idle set plus what least-recent picks need in O(log N): a :class:`Fenwick` count of
     the never-picked clients (all idle) by id, and a heap of (last pick, client) of the others,
     pushed when a client becomes idle (an entry whose client is busy again, or was picked since,
-    is skipped when it comes up)."""
+    is skipped when it comes up). With on/off availability a client found off sleeps until it is
+    next on: a never-picked one in ``never_asleep`` (out of the count tree, whose draws depend on
+    it: snapshot state), another in ``sleeping`` (out of the heap; no draw depends on it)."""
 
-    __slots__ = ("heap", "last", "never")
+    __slots__ = ("heap", "last", "never", "never_asleep", "sleeping")
 
     def __init__(self, num_clients: int, items: Iterable[int] | None, last: list[int]) -> None:
         super().__init__(num_clients, items)
         self.index(last)
 
-    def index(self, last: list[int]) -> None:
-        """(Re)build the index from the idle clients and ``last`` (a restored snapshot's)."""
+    def index(self, last: list[int], never_asleep: Iterable[tuple[float, int]] = ()) -> None:
+        """(Re)build the index from the idle clients, ``last`` and the never-picked clients
+        asleep (a restored snapshot's)."""
         self.last = last
-        self.never = Fenwick.of([1 if self.pos[c] >= 0 and last[c] < 0 else 0 for c in range(len(last))])
-        self.heap = [(last[c], c) for c in self.items if last[c] >= 0]
+        self.never_asleep: list[tuple[float, int]] = [(float(t), int(c)) for t, c in never_asleep]
+        heapq.heapify(self.never_asleep)
+        asleep = {c for _, c in self.never_asleep}
+        self.never = Fenwick.of(
+            [1 if self.pos[c] >= 0 and last[c] < 0 and c not in asleep else 0 for c in range(len(last))]
+        )
+        self.heap: list[tuple[int, int]] = [(last[c], c) for c in self.items if last[c] >= 0]
         heapq.heapify(self.heap)
+        self.sleeping: list[tuple[float, int, int]] = []  # (next on, last pick, client)
 
     def add(self, client: ClientId) -> None:
         super().add(client)
@@ -262,11 +272,15 @@ class _LeastRecentIdle(IdleSet):
 
 class LeastRecent(Uniform):
     """The available idle client whose last pick is the oldest (never picked: oldest of all);
-    ties (only among never-picked clients) uniformly at random: the one at index
-    ``below(counter, ties)`` of the ties in client-id order (no draw for a single tie).
-    ``last[k]``: the pick number of k's last pick, -1 if never; both are snapshot state. With all
-    clients always on a pick is O(log N) (an index kept with the idle set); with on/off
-    availability it scans the idle clients."""
+    ties (only among never-picked clients) uniformly at random. ``last[k]``: the pick number of
+    k's last pick, -1 if never; both are snapshot state. A pick is O(log N) on an index kept with
+    the idle set (a count tree of the never-picked clients, a heap of the others by last pick).
+
+    All clients always on: the tie is the one at index ``below(counter, ties)`` of the ties in
+    client-id order (no draw for a single tie). With on/off availability: a never-picked client
+    by rejection (one at index ``below(counter, m)`` of the m never-picked clients not known to be
+    off, in client-id order, kept if it is on; one found off sleeps until it is next on, which
+    snapshots keep), else the oldest idle client that is on."""
 
     name = "least_recent"
 
@@ -283,12 +297,12 @@ class LeastRecent(Uniform):
     def pick(self, idle: IdleSet, now: float) -> ClientId | None:
         if not idle.items:
             return None
+        assert isinstance(idle, _LeastRecentIdle), "the engine makes its idle set with idle_set()"
         client: ClientId | None
         if self.always_on:
-            assert isinstance(idle, _LeastRecentIdle), "the engine makes its idle set with idle_set()"
             client = self._oldest_always_on(idle)
         else:
-            client = self._oldest_scanned(idle, now)
+            client = self._oldest_on(idle, now)
             if client is None:
                 return None
         idle.pop_at(idle.pos[client])
@@ -306,25 +320,54 @@ class LeastRecent(Uniform):
             if pos[client] >= 0 and last[client] == when:
                 return ClientId(client)
 
-    def _oldest_scanned(self, idle: IdleSet, now: float) -> ClientId | None:
-        is_on = self.availability.is_on
-        last = self.last
-        on = [c for c in idle.items if is_on(c, now)]
-        if not on:
-            return None
-        oldest = min(last[c] for c in on)
-        ties = sorted(c for c in on if last[c] == oldest)
-        return ties[0] if len(ties) == 1 else ties[self._draw(len(ties))]
+    def _oldest_on(self, idle: _LeastRecentIdle, now: float) -> ClientId | None:
+        is_on, next_on = self.availability.is_on, self.availability.next_on
+        never, last = idle.never, self.last
+        # A never-picked client that is on, uniformly: draw among those not asleep; one found off
+        # sleeps until it is next on (it is off the whole time in between) and the draw is redone.
+        asleep = idle.never_asleep
+        while asleep and asleep[0][0] <= now:
+            never.add(heapq.heappop(asleep)[1], 1)
+        while never.total:
+            m = never.total
+            client = ClientId(never.find(self._draw(m) if m > 1 else 0))
+            if is_on(client, now):
+                return client
+            never.add(client, -1)
+            wake = next_on(client, now)
+            if wake < math.inf:  # never on again: never eligible
+                heapq.heappush(asleep, (wake, client))
+        # The oldest idle client that is on. One found off sleeps until it is next on (it is off
+        # the whole time in between), so it is not passed over again at every pick; the answer is
+        # the same whatever sleeps (a restored run starts with none asleep and picks alike).
+        heap, pos, sleeping = idle.heap, idle.pos, idle.sleeping
+        while sleeping and sleeping[0][0] <= now:
+            _, when, c = heapq.heappop(sleeping)
+            heapq.heappush(heap, (when, c))
+        while heap:
+            when, c = heapq.heappop(heap)
+            if pos[c] < 0 or last[c] != when:
+                continue  # picked since (or busy): its current entry, if any, is elsewhere
+            if is_on(c, now):
+                return ClientId(c)
+            wake = next_on(c, now)
+            if wake < math.inf:  # never on again: never eligible, its entry goes
+                heapq.heappush(sleeping, (wake, when, c))
+        return None
 
     def state(self) -> dict[str, Any]:
-        return {"selection_counter": self.counter, "selection": {"last": list(self.last), "picks": self.picks}}
+        asleep = [] if self._idle is None else sorted([t, c] for t, c in self._idle.never_asleep)
+        return {
+            "selection_counter": self.counter,
+            "selection": {"last": list(self.last), "picks": self.picks, "never_asleep": asleep},
+        }
 
     def load(self, state: dict[str, Any]) -> None:
         super().load(state)
         self.last = [int(x) for x in state["selection"]["last"]]
         self.picks = int(state["selection"]["picks"])
         if self._idle is not None:
-            self._idle.index(self.last)
+            self._idle.index(self.last, state["selection"].get("never_asleep", ()))
 
 
 class DataSize(Weighted):
